@@ -1,0 +1,7 @@
+"""`python -m captioner` is the `captioner` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

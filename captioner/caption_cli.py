@@ -1,0 +1,90 @@
+"""`captioner caption`: caption files, folders or a list on stdin; draw heatmaps; report every failure.
+
+Images are opened one by one (a bad file is reported, not fatal) and decoded in batches. The exit
+status is 0 when every image was captioned, 1 when some failed (the count is printed), 2 when none
+could be tried at all (unknown model, bad flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .decoding import DecodeOptions
+from .errors import CaptionerError, ConfigError
+from .images import find_images, load_image
+from .output import caption_entry, error_entry
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    inputs = list(args.inputs)
+    if not inputs or inputs == ["-"]:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise ConfigError("no images given; pass image files or folders, or a list of paths on stdin")
+        inputs = [line.strip() for line in sys.stdin if line.strip()]
+    return inputs
+
+
+def _target(option: str | None, image: Path, suffix: str, many: bool) -> Path | None:
+    """``--heatmap x.png`` for one image; a folder (one file per image) otherwise."""
+    if not option:
+        return None
+    p = Path(option)
+    if not many and p.suffix.lower() == suffix:
+        return p
+    return p / f"{image.stem}{suffix}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from .model import load_model
+    from .visualize import render_gif, render_heatmap, render_html_report
+
+    if args.beam < 1:
+        raise ConfigError(f"--beam must be at least 1, got {args.beam}")
+    if args.max_len < 1:
+        raise ConfigError(f"--max-len must be at least 1, got {args.max_len}")
+    paths, problems = find_images(_inputs(args))
+    model = load_model(args.model, device=args.device)
+    opts = DecodeOptions(beam=args.beam, max_len=args.max_len, hard_mode=args.hard_mode, sample=args.sample,
+                         seed=args.seed)
+    many = len(paths) > 1 or any(Path(a).is_dir() for a in args.inputs)
+    entries: list[dict] = [error_entry(p, msg, model.name) for p, msg in problems]
+    failures = [msg for _, msg in problems]
+    for start in range(0, len(paths), max(args.batch_size, 1)):
+        chunk = paths[start : start + args.batch_size]
+        opened = []
+        for p in chunk:
+            try:
+                opened.append((p, load_image(p)))
+            except CaptionerError as exc:
+                failures.append(str(exc))
+                entries.append(error_entry(str(p), str(exc), model.name))
+        if not opened:
+            continue
+        results = model.caption_images([im for _, im in opened], opts)
+        for (p, im), res in zip(opened, results):
+            entry = caption_entry(str(p), res, model.name, model.cfg.grid)
+            entries.append(entry)
+            if not args.json:
+                print(f"{p}\t{res.caption}", flush=True)
+            locs = [tuple(w["location"]) for w in entry["words"]] if res.locations is not None else None
+            grids = [res.alphas[t].reshape(model.cfg.grid, model.cfg.grid) for t in range(len(res.words))]
+            out = _target(args.heatmap, p, ".png", many)
+            if out:
+                render_heatmap(im, res.words, grids, out, locations=locs, caption=res.caption)
+            out = _target(args.gif, p, ".gif", many)
+            if out:
+                render_gif(im, res.words, grids, out, locations=locs)
+    if args.json:
+        print(json.dumps(entries))
+    if args.html:
+        render_html_report(entries, args.html)
+    if failures:
+        for msg in failures:
+            print(f"captioner: error: {msg}", file=sys.stderr)
+        total = len(paths) + len(problems)
+        print(f"captioner: {len(failures)} of {total} inputs failed", file=sys.stderr)
+        return 1
+    return 0

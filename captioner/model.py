@@ -1,0 +1,100 @@
+"""The user-facing captioner: encoder + decoder + vocabulary, loaded from a checkpoint by name.
+
+In the spirit of whisper: ``model = captioner.load_model("default")`` then
+``model.caption("photo.jpg", beam=3)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from .config import ModelConfig
+from .decoder import Decoder
+from .decoding import CaptionResult, DecodeOptions, decode
+from .encoder import Encoder, build_preprocess
+from .errors import CaptionerError, ConfigError
+from .images import load_image
+from .vocab import Vocab
+from .weights import check_shapes, read_checkpoint, resolve_model_path
+
+
+class CaptionModel(torch.nn.Module):
+    """Encoder and decoder together, with the vocabulary and preprocessing they were trained with."""
+
+    def __init__(self, cfg: ModelConfig, vocab: Vocab, *, pretrained_encoder: bool = True,
+                 encoder_weights: str | None = None, fine_tune_blocks: int = 0, name: str = "model") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vocab = vocab
+        self.name = name
+        self.encoder = Encoder(cfg.encoder, cfg.grid, pretrained=pretrained_encoder, weights=encoder_weights,
+                               fine_tune_blocks=fine_tune_blocks)
+        self.decoder = Decoder(cfg)
+        self.preprocess = build_preprocess(self.encoder.spec, cfg.grid)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Decoder tensors, plus the encoder's only where it was fine-tuned."""
+        state = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
+        if not self.encoder.frozen:
+            state.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
+        return state
+
+    def load_checkpoint_state(self, path: str | Path, state: dict[str, torch.Tensor]) -> None:
+        if any(k.startswith("encoder.") for k in state):
+            self.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        dec = {k[8:]: v for k, v in state.items() if k.startswith("decoder.")}
+        check_shapes(path, self.decoder.state_dict(), dec)
+        self.decoder.load_state_dict(dec)
+
+    @torch.no_grad()
+    def features(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """B x L x D annotations for PIL images."""
+        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        return self.encoder(batch)
+
+    @torch.no_grad()
+    def caption_images(self, images: Sequence[Image.Image], opts: DecodeOptions = DecodeOptions()) -> list[CaptionResult]:
+        """Caption already-opened images in one batch."""
+        self.eval()
+        return decode(self.decoder, self.features(images), self.vocab, opts)
+
+    def caption(self, image: str | os.PathLike | Image.Image, beam: int = 3, max_len: int = 20,
+                **options) -> CaptionResult:
+        """Caption one image file or PIL image."""
+        img = image if isinstance(image, Image.Image) else load_image(image)
+        return self.caption_images([img], DecodeOptions(beam=beam, max_len=max_len, **options))[0]
+
+
+def load_model(name_or_path: str = "default", device: str | torch.device = "cpu") -> CaptionModel:
+    """A shipped model by name (``available_models()``) or a checkpoint path, ready to caption."""
+    device = resolve_device(device)
+    path = resolve_model_path(name_or_path)
+    state, cfg, vocab, extra = read_checkpoint(path)
+    cfg.validate()
+    model = CaptionModel(cfg, vocab, fine_tune_blocks=int(extra.get("fine_tune_blocks", 0)),
+                         name=extra.get("name") or Path(path).stem)
+    model.load_checkpoint_state(path, state)
+    return model.to(device).eval()
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``cpu`` or ``cuda[:N]``; asking for CUDA on a machine without it is a clear error."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA GPU is available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
+    return dev
+
+
+__all__ = ["CaptionModel", "load_model", "resolve_device", "CaptionerError"]

@@ -1,0 +1,323 @@
+"""`captioner train`: data -> cached features -> decoder training with real-decoding validation.
+
+Split like torchvision's reference scripts: :func:`train_one_epoch`, :func:`validate`, :func:`main`.
+Everything random draws from torch's generator seeded by ``cfg.seed``, and the full training state
+(weights, optimizer, schedule, epoch, position in the epoch, RNG) is saved so that ``--resume``
+continues exactly where a run stopped, even after Ctrl-C mid-epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .config import TrainConfig, to_dict
+from .datasets import Record, load_records
+from .decoding import DecodeOptions, decode
+from .errors import CheckpointError, ConfigError, DataError
+from .features import FeatureStore, cache_features
+from .io_utils import atomic_path, write_json
+from .loss import caption_loss, update_baseline
+from .model import CaptionModel, resolve_device
+from .vocab import Vocab, detokenize
+from .weights import save_checkpoint
+
+STATE_FILE = "last.state.pt"
+
+
+@dataclass
+class TrainState:
+    """Everything besides the weights that an exact resume needs."""
+
+    epoch: int = 0
+    step: int = 0  # batches already done in this epoch
+    best: float = -1.0
+    bad_epochs: int = 0
+    baseline: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Pairs:
+    """Training captions grouped by image: image k owns captions starts[k]:starts[k+1]."""
+
+    image_rows: torch.Tensor  # M feature-store rows, one per image
+    starts: torch.Tensor  # M + 1 offsets into the caption arrays
+    tokens: torch.Tensor  # N x T, padded
+    lengths: torch.Tensor  # N, tokens incl. <start>/<end>
+
+    @property
+    def n_images(self) -> int:
+        return len(self.image_rows)
+
+
+def make_pairs(records: list[Record], store: FeatureStore, vocab: Vocab, max_len: int) -> Pairs:
+    rows, starts, seqs = [], [0], []
+    for r in records:
+        row = store.row[r.image_path]
+        if not store.valid[row] or not r.captions:
+            continue
+        rows.append(row)
+        seqs.extend(vocab.encode(cap, max_len=max_len) for cap in r.captions)
+        starts.append(len(seqs))
+    if not seqs:
+        raise DataError("no usable training captions (every image failed to load, or none has captions)")
+    T = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), T), vocab.pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.tensor(s)
+    return Pairs(torch.tensor(rows), torch.tensor(starts), tokens, torch.tensor([len(s) for s in seqs]))
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """The image batches of one epoch: a permutation fixed by (seed, epoch), so a resumed run sees the same ones.
+
+    Each global batch holds batch_size * world images; rank r takes every world-th of them.
+    """
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen)
+    size = batch_size * world
+    return [perm[i : i + size][rank::world] for i in range(0, n - size + 1, size)]
+
+
+def _batch(pairs: Pairs, images: torch.Tensor, store: FeatureStore, device: torch.device):
+    """Features of the batch's images (once each) and all their captions, longest first."""
+    spans = [torch.arange(int(pairs.starts[k]), int(pairs.starts[k + 1])) for k in images.tolist()]
+    caps = torch.cat(spans)
+    image_index = torch.cat([torch.full((len(sp),), j, dtype=torch.long) for j, sp in enumerate(spans)])
+    lengths = pairs.lengths[caps]
+    order = lengths.argsort(descending=True, stable=True)
+    caps, lengths, image_index = caps[order], lengths[order], image_index[order]
+    feats = store.get(pairs.image_rows[images]).to(device, non_blocking=True)
+    tokens = pairs.tokens[caps, : int(lengths.max())].to(device)
+    return feats, tokens, lengths.to(device), image_index.to(device)
+
+
+def train_one_epoch(model: CaptionModel, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    pairs: Pairs, store: FeatureStore, cfg: TrainConfig, state: TrainState, device: torch.device,
+                    rank: int = 0, world: int = 1, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
+    """One pass over the training captions (from ``state.step`` on); returns mean loss terms and speed."""
+    batches = epoch_batches(pairs.n_images, cfg.batch_size, cfg.seed, state.epoch, rank, world)
+    if not batches:
+        raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of "
+                        f"{cfg.batch_size} x {world} process(es); lower --batch-size")
+    decoder.train()
+    hard = model.cfg.attention == "hard"
+    sums = {"loss": 0.0, "ce": 0.0, "ds": 0.0, "reinforce": 0.0}
+    count, captions, t0 = 0, 0, time.perf_counter()
+    bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {state.epoch + 1}", unit="batch",
+               disable=not (cfg.progress and rank == 0), dynamic_ncols=True)
+    for i in range(state.step, len(batches)):
+        feats, tokens, lengths, image_index = _batch(pairs, batches[i], store, device)
+        out = decoder(feats, tokens, lengths, expected_prob=cfg.expected_prob, image_index=image_index)
+        terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=state.baseline,
+                             reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+        optimizer.step()
+        if hard:
+            reward = terms.reward
+            if world > 1:  # one baseline for all ranks, so they stay in step
+                t = torch.tensor([reward], dtype=torch.float64)
+                dist.all_reduce(t)
+                reward = float(t) / world
+            state.baseline = update_baseline(state.baseline, reward, cfg.baseline_decay)
+        state.step = i + 1
+        for k, v in (("loss", float(terms.total.detach())), ("ce", terms.ce), ("ds", terms.doubly_stochastic),
+                     ("reinforce", terms.reinforce)):
+            sums[k] += v
+        count += 1
+        captions += len(lengths) * world
+        rate = captions / max(time.perf_counter() - t0, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms.ce:.3f}", caps_s=f"{rate:.0f}")
+        if on_step is not None:
+            on_step(i)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    result = {k: v / max(count, 1) for k, v in sums.items()}
+    result.update(captions_per_s=captions / max(elapsed, 1e-9), epoch_seconds=elapsed)
+    return result
+
+
+@torch.no_grad()
+def validate(model: CaptionModel, records: list[Record], store: FeatureStore, cfg: TrainConfig,
+             device: torch.device, metrics: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr")) -> dict[str, float]:
+    """Decode the validation images for real (beam search, never teacher-forced) and score them."""
+    from .metrics import score_captions
+
+    records = [r for r in records if store.valid[store.row[r.image_path]]][: cfg.val_images or None]
+    preds: dict[str, str] = {}
+    opts = DecodeOptions(beam=cfg.val_beam, max_len=cfg.max_len)
+    for i in range(0, len(records), 100):
+        chunk = records[i : i + 100]
+        feats = store.get([store.row[r.image_path] for r in chunk]).to(device)
+        for r, res in zip(chunk, decode(model.decoder, feats, model.vocab, opts)):
+            preds[r.image_id] = detokenize(res.words)
+    refs = {r.image_id: list(r.captions) for r in records}
+    return score_captions(preds, refs, metrics=list(metrics))
+
+
+def prepare_data(cfg: TrainConfig) -> tuple[list[Record], list[Record]]:
+    """Training and validation records for the configured format."""
+    if not cfg.data:
+        raise ConfigError("no training data given; pass --data FILE_OR_FOLDER (and --format)")
+    train = load_records(cfg.data_format, cfg.data, cfg.images, split=cfg.train_split, skip_missing=cfg.skip_missing)
+    if cfg.data_format == "coco":
+        if not cfg.val_data:
+            raise ConfigError("COCO format needs --val-data captions_val.json for validation")
+        val = load_records("coco", cfg.val_data, cfg.images, split=cfg.val_split, skip_missing=cfg.skip_missing)
+    else:
+        val = load_records(cfg.data_format, cfg.data, cfg.images, split=cfg.val_split, skip_missing=cfg.skip_missing)
+    return train, val
+
+
+def _save_state(path: Path, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
+                cfg: TrainConfig) -> None:
+    blob = {"model": decoder.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "state": json.dumps(state.__dict__), "config": json.dumps(to_dict(cfg))}
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: nothing to resume (no training state); start without --resume")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        json.loads(blob["state"]), blob["model"], blob["optimizer"], blob["rng"]
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt training state, cannot resume ({str(exc).splitlines()[0][:120]})") from None
+    return blob
+
+
+def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    ep = [h["epoch"] for h in history]
+    ax1.plot(ep, [h["ce"] for h in history], marker="o")
+    ax1.set(title="training cross-entropy", xlabel="epoch")
+    ax2.plot(ep, [h.get("BLEU-4", math.nan) for h in history], marker="o", color="tab:green")
+    ax2.set(title="validation BLEU-4 (beam decoding)", xlabel="epoch")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and os.environ.get("CAPTIONER_BACKEND") != "gloo" else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run training as configured; returns the final history and best score."""
+    cfg.model.validate()
+    rank, world = _distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device if world == 1 or cfg.device == "cpu" else f"cuda:{rank}")
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+    train_recs, val_recs = prepare_data(cfg)
+    vocab = Vocab.build((c for r in train_recs for c in r.captions), min_count=cfg.min_word_count)
+    model_cfg = cfg.model
+    from .encoder import get_spec
+
+    model_cfg.vocab_size, model_cfg.feature_dim = len(vocab), get_spec(model_cfg.encoder).feature_dim
+    model = CaptionModel(model_cfg, vocab, pretrained_encoder=not cfg.random_encoder,
+                         encoder_weights=cfg.encoder_weights, fine_tune_blocks=cfg.fine_tune_blocks, name=out.name)
+    if cfg.fine_tune_blocks:
+        raise ConfigError("fine-tuning the encoder (--fine-tune-blocks) is not supported yet; use 0 (frozen, cached)")
+    paths = sorted({r.image_path for r in train_recs} | {r.image_path for r in val_recs})
+    store = cache_features(model.encoder, paths, cfg.cache_dir, fp16=cfg.fp16_cache, progress=cfg.progress and rank == 0,
+                           workers=cfg.workers, device=device)
+    pairs = make_pairs(train_recs, store, vocab, cfg.max_len)
+    if pairs.n_images < cfg.batch_size * world:
+        raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of {cfg.batch_size}"
+                        f" x {world} process(es); lower --batch-size")
+    model.to(device)
+    decoder: torch.nn.Module = model.decoder
+    if world > 1:
+        decoder = torch.nn.parallel.DistributedDataParallel(model.decoder)
+    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = TrainState()
+    if resume:
+        blob = _load_state(out / STATE_FILE)
+        try:
+            model.decoder.load_state_dict(blob["model"])
+            optimizer.load_state_dict(blob["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{out / STATE_FILE}: training state does not match this configuration "
+                                  f"({str(exc).splitlines()[0][:120]})") from None
+        state = TrainState(**json.loads(blob["state"]))
+        torch.set_rng_state(blob["rng"])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", to_dict(cfg), indent=2)
+        vocab.save(out / "vocab.json")
+
+    def save_all(tag: str | None = None) -> None:
+        if rank != 0:
+            return
+        _save_state(out / STATE_FILE, model.decoder, optimizer, state, cfg)
+        save_checkpoint(out / "last.safetensors", model.checkpoint_state(), model_cfg, vocab,
+                        extra={"name": out.name, "epoch": state.epoch})
+        if tag:
+            save_checkpoint(out / f"{tag}.safetensors", model.checkpoint_state(), model_cfg, vocab,
+                            extra={"name": out.name, "epoch": state.epoch, "val": state.history[-1] if state.history else {}})
+
+    if rank == 0 and not resume and (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
+    interrupted = {"flag": False}
+    try:
+        while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
+            try:
+                stats = train_one_epoch(model, decoder, optimizer, pairs, store, cfg, state, device, rank, world, on_step)
+            except KeyboardInterrupt:
+                interrupted["flag"] = True
+                save_all()
+                if rank == 0:
+                    print(f"interrupted: saved {out / STATE_FILE} at epoch {state.epoch + 1}, batch {state.step}; "
+                          f"continue with --resume", flush=True)
+                break
+            scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
+            bleu4 = scores.get("BLEU-4", 0.0)
+            if world > 1:
+                t = torch.tensor([bleu4], dtype=torch.float64)
+                dist.broadcast(t, 0)
+                bleu4 = float(t)
+            state.epoch += 1
+            state.step = 0
+            improved = bleu4 > state.best
+            state.best, state.bad_epochs = (bleu4, 0) if improved else (state.best, state.bad_epochs + 1)
+            if not improved and state.bad_epochs % max(cfg.lr_patience, 1) == 0:
+                for g in optimizer.param_groups:
+                    g["lr"] *= cfg.lr_decay
+            row = {"epoch": state.epoch, **stats, **scores, "lr": optimizer.param_groups[0]["lr"]}
+            state.history.append(row)
+            if rank == 0:
+                with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                _plot_curves(state.history, out / "curves.png")
+                print(f"epoch {state.epoch}: loss {stats['ce']:.3f}, val BLEU-4 {bleu4:.2f}"
+                      f"{' (best)' if improved else ''}, {stats['captions_per_s']:.0f} captions/s", flush=True)
+            save_all("best" if improved else None)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return {"history": state.history, "best": state.best, "interrupted": interrupted["flag"], "out": str(out)}

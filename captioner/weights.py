@@ -1,0 +1,114 @@
+"""Checkpoints that never run code: safetensors tensors + JSON metadata, and the shipped-model registry.
+
+A model file is one ``.safetensors`` whose metadata holds the format version, the model config and
+the vocabulary as JSON strings. Loading checks the version and every tensor shape against the config
+before building anything, so a wrong or corrupt file is a clear error, never a crash deep in torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig, from_dict, to_dict
+from .errors import CheckpointError
+from .io_utils import atomic_path
+from .vocab import Vocab
+
+FORMAT = "captioner-checkpoint"
+VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: shipped model names -> file names in weights/ ("default" is the best Flickr8k model)
+MODELS = {
+    "flickr8k-soft": "flickr8k-soft.safetensors",
+    "flickr8k-hard": "flickr8k-hard.safetensors",
+    "synth-soft": "synth-soft.safetensors",
+    "synth-hard": "synth-hard.safetensors",
+}
+ALIASES = {"default": "flickr8k-soft"}
+
+
+def available_models() -> list[str]:
+    """Names accepted by ``load_model`` whose files are present in weights/."""
+    names = [n for n, f in MODELS.items() if (WEIGHTS_DIR / f).is_file()]
+    return [a for a, n in ALIASES.items() if n in names] + names
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """A shipped model name, an alias, or a path to a checkpoint file."""
+    name = ALIASES.get(name_or_path, name_or_path)
+    if name in MODELS:
+        path = WEIGHTS_DIR / MODELS[name]
+        if not path.is_file():
+            raise CheckpointError(f"model {name_or_path!r} is not installed: {path} is missing; "
+                                  "reinstall the project or train it with `captioner train`")
+        return path
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / "best.safetensors").is_file():
+        return path / "best.safetensors"  # a training run folder
+    choices = ", ".join(available_models()) or "none installed"
+    raise CheckpointError(f"unknown model {name_or_path!r}: not a shipped model ({choices}) nor a checkpoint file")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], cfg: ModelConfig, vocab: Vocab,
+                    extra: dict[str, Any] | None = None, half: bool = False) -> None:
+    """Write tensors + config + vocabulary atomically (``half`` stores floats as fp16 to ship small)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
+    meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(to_dict(cfg)),
+            "vocab": json.dumps(vocab.to_dict()), "extra": json.dumps(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, Vocab, dict[str, Any]]:
+    """Read and validate a checkpoint; tensors come back as float32 on the CPU."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{p}: not a captioner checkpoint (unreadable as safetensors: "
+                              f"{str(exc).splitlines()[0][:120]})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a captioner checkpoint (no '{FORMAT}' metadata)")
+    if meta.get("version") != str(VERSION):
+        raise CheckpointError(f"{p}: checkpoint format version {meta.get('version')} is not supported "
+                              f"(this captioner reads version {VERSION}); upgrade captioner")
+    try:
+        cfg = from_dict(ModelConfig, json.loads(meta["config"]), f"{p}: config")
+        vocab = Vocab.from_dict(json.loads(meta["vocab"]), f"{p}: vocabulary")
+        extra = json.loads(meta.get("extra", "{}"))
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{p}: checkpoint metadata is corrupt ({exc})") from None
+    if len(vocab) != cfg.vocab_size:
+        raise CheckpointError(f"{p}: vocabulary has {len(vocab)} words but the config says {cfg.vocab_size}")
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    return tensors, cfg, vocab, extra
+
+
+def check_shapes(path: str | Path, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    """Every expected tensor present with the same shape, and nothing unknown."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: tensors do not match the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}); is it from another version?")
+    for k, v in expected.items():
+        if tuple(got[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(got[k].shape)}, "
+                                  f"the config expects {tuple(v.shape)}")
