@@ -96,7 +96,8 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
     valid = np.zeros(len(paths), dtype=bool)
     errors: list[str] = []
     loader = DataLoader(_ImageFiles(paths, build_preprocess(encoder.spec, encoder.grid)), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate)
+                        num_workers=workers, collate_fn=_collate,
+                        generator=torch.Generator())  # own generator: caching must not shift the global RNG
     encoder = encoder.to(device).eval()
     with atomic_path(array_path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if fp16 else np.float32, shape=(len(paths), L, D))

@@ -114,6 +114,7 @@ def train_one_epoch(model: CaptionModel, decoder: torch.nn.Module, optimizer: to
     hard = model.cfg.attention == "hard"
     sums = {"loss": 0.0, "ce": 0.0, "ds": 0.0, "reinforce": 0.0}
     count, captions, t0 = 0, 0, time.perf_counter()
+    first_ce: float | None = None
     bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {state.epoch + 1}", unit="batch",
                disable=not (cfg.progress and rank == 0), dynamic_ncols=True)
     for i in range(state.step, len(batches)):
@@ -134,6 +135,12 @@ def train_one_epoch(model: CaptionModel, decoder: torch.nn.Module, optimizer: to
                 reward = float(t) / world
             state.baseline = update_baseline(state.baseline, reward, cfg.baseline_decay)
         state.step = i + 1
+        if first_ce is None:
+            first_ce = terms.ce
+            if world > 1:  # the mean over ranks is the loss of the whole global batch
+                t = torch.tensor([first_ce], dtype=torch.float64)
+                dist.all_reduce(t)
+                first_ce = float(t) / world
         for k, v in (("loss", float(terms.total.detach())), ("ce", terms.ce), ("ds", terms.doubly_stochastic),
                      ("reinforce", terms.reinforce)):
             sums[k] += v
@@ -147,7 +154,8 @@ def train_one_epoch(model: CaptionModel, decoder: torch.nn.Module, optimizer: to
     bar.close()
     elapsed = time.perf_counter() - t0
     result = {k: v / max(count, 1) for k, v in sums.items()}
-    result.update(captions_per_s=captions / max(elapsed, 1e-9), epoch_seconds=elapsed)
+    result.update(captions_per_s=captions / max(elapsed, 1e-9), epoch_seconds=elapsed,
+                  first_ce=first_ce if first_ce is not None else math.nan)
     return result
 
 

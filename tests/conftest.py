@@ -2,11 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from captioner.config import ModelConfig
+from captioner.vocab import Vocab
+
+WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "left", "of", "above", "the", "small", "large"]
 
 
 @pytest.fixture(autouse=True)
 def _small_threads():
     torch.set_num_threads(1)  # tests are many small ops: threads only add noise
     yield
+
+
+def tiny_config(attention: str = "soft", score: str = "additive", grid: int = 2, vocab_size: int = 0) -> ModelConfig:
+    """A small model on the real offline encoder: 64 px input -> 2x2 grid, fast on a CPU."""
+    return ModelConfig(encoder="efficientnet-lite0", grid=grid, embed_dim=16, hidden_dim=32, attention_dim=16,
+                       proj_dim=24, attention=attention, score=score, dropout=0.0, vocab_size=vocab_size,
+                       feature_dim=1280)
+
+
+def tiny_vocab() -> Vocab:
+    return Vocab.build([" ".join(WORDS)], min_count=1)
+
+
+def make_checkpoint(path: Path, attention: str = "soft", seed: int = 0) -> Path:
+    """Save a randomly initialised tiny model as a real checkpoint file."""
+    from captioner.model import CaptionModel
+    from captioner.weights import save_checkpoint
+
+    torch.manual_seed(seed)
+    vocab = tiny_vocab()
+    cfg = tiny_config(attention, vocab_size=len(vocab))
+    model = CaptionModel(cfg, vocab, name=path.stem)
+    save_checkpoint(path, model.checkpoint_state(), cfg, vocab, extra={"name": path.stem})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-soft.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_hard_checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-hard.safetensors", attention="hard")

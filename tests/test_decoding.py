@@ -1,0 +1,92 @@
+"""The one decoding module: greedy, batched beam search, sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captioner.decoder import Decoder
+from captioner.decoding import DecodeOptions, beam_search, decode, greedy
+from conftest import tiny_config, tiny_vocab
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    vocab = tiny_vocab()
+    dec = Decoder(tiny_config(vocab_size=len(vocab))).eval()
+    feats = torch.randn(5, 4, 1280)
+    return dec, vocab, feats
+
+
+def test_beam_one_equals_greedy(setup):
+    dec, vocab, feats = setup
+    g = greedy(dec, feats, vocab, DecodeOptions(beam=1, max_len=12))
+    b = beam_search(dec, feats, vocab, DecodeOptions(beam=1, max_len=12))
+    assert [r.words for r in g] == [r.words for r in b]
+    for x, y in zip(g, b):
+        assert x.log_prob == pytest.approx(y.log_prob, abs=1e-4)
+
+
+def test_beam_results_sorted_and_never_empty(setup):
+    dec, vocab, feats = setup
+    for res in decode(dec, feats, vocab, DecodeOptions(beam=4, max_len=10)):
+        hyps = [res] + res.alternatives
+        assert len(hyps) >= 2
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert all(len(h.words) >= 1 for h in hyps)
+        assert len(res.alphas) == len(res.words)
+
+
+def test_beam_search_finds_at_least_greedy_log_probability(setup):
+    dec, vocab, feats = setup
+    opts = DecodeOptions(beam=5, max_len=8, length_penalty=0.0)  # raw log-probabilities
+    g = greedy(dec, feats, vocab, DecodeOptions(beam=1, max_len=8))
+    b = beam_search(dec, feats, vocab, opts)
+    for x, y in zip(g, b):
+        assert y.log_prob >= x.log_prob - 1e-4
+
+
+def test_impossible_end_still_returns_a_max_length_caption():
+    torch.manual_seed(0)
+    vocab = tiny_vocab()
+    dec = Decoder(tiny_config(vocab_size=len(vocab))).eval()
+    with torch.no_grad():
+        dec.l_o.bias[vocab.end_id] = -1e4  # <end> is never chosen
+    feats = torch.randn(3, 4, 1280)
+    for beam in (1, 3):
+        for res in decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=7)):
+            assert len(res.words) == 7
+            assert res.alphas.shape == (7, 4)
+
+
+def test_batched_and_one_by_one_give_the_same_captions(setup):
+    dec, vocab, feats = setup
+    for beam in (1, 3):
+        opts = DecodeOptions(beam=beam, max_len=10)
+        batched = [r.words for r in decode(dec, feats, vocab, opts)]
+        single = [decode(dec, feats[i : i + 1], vocab, opts)[0].words for i in range(len(feats))]
+        assert batched == single
+
+
+def test_same_seed_same_sample(setup):
+    dec, vocab, feats = setup
+    a = decode(dec, feats, vocab, DecodeOptions(sample=True, seed=7, max_len=10))
+    b = decode(dec, feats, vocab, DecodeOptions(sample=True, seed=7, max_len=10))
+    assert [r.words for r in a] == [r.words for r in b]
+    others = [[r.words for r in decode(dec, feats, vocab, DecodeOptions(sample=True, seed=s, max_len=10))]
+              for s in range(4)]
+    assert any(o != others[0] for o in others[1:])
+
+
+def test_hard_attention_reports_locations():
+    torch.manual_seed(0)
+    vocab = tiny_vocab()
+    dec = Decoder(tiny_config("hard", vocab_size=len(vocab))).eval()
+    feats = torch.randn(2, 4, 1280)
+    for beam in (1, 3):
+        for res in decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=6)):
+            assert res.locations is not None and len(res.locations) == len(res.words)
+            # argmax decoding: the chosen cell is the peak of that word's map
+            assert res.locations == [int(a.argmax()) for a in res.alphas]

@@ -1,0 +1,125 @@
+"""`captioner train` end to end on a tiny synthetic dataset: logs, checkpoints, exact resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from captioner.cli import main as cli_main
+from captioner.config import TrainConfig
+from captioner.errors import CheckpointError, ConfigError, DataError
+from captioner.synth import generate
+from captioner.train import main as train_main
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "shapes"
+    generate(out, 24, seed=0, image_size=64)
+    return out
+
+
+def make_cfg(shapes: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data_format="coco", data=str(shapes / "captions_train.json"), val_data=str(shapes / "captions_val.json"),
+                out=str(out), cache_dir=str(out.parent / "cache"), epochs=2, batch_size=4, min_word_count=1,
+                max_len=12, val_beam=2, progress=False, seed=3, model=tiny_config("hard", grid=2))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_writes_logs_curves_and_checkpoints(shapes, tmp_path):
+    result = train_main(make_cfg(shapes, tmp_path / "run"))
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all("BLEU-4" in r and "ce" in r for r in rows)
+    assert rows[1]["ce"] < rows[0]["ce"]  # it learns
+    for name in ("best.safetensors", "last.safetensors", "last.state.pt", "config.json", "vocab.json", "curves.png"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["model"]["attention"] == "hard"
+    assert result["best"] >= 0
+    import captioner
+
+    model = captioner.load_model(str(run / "best.safetensors"))
+    assert model.caption(Path(shapes / "images" / "val").glob("*.jpg").__next__(), beam=2).words
+
+
+def test_same_seed_same_training_curve(shapes, tmp_path):
+    a = train_main(make_cfg(shapes, tmp_path / "a", epochs=1))["history"]
+    b = train_main(make_cfg(shapes, tmp_path / "b", epochs=1))["history"]
+    assert a[0]["ce"] == b[0]["ce"] and a[0]["BLEU-4"] == b[0]["BLEU-4"]
+
+
+def test_interrupted_run_resumes_to_identical_weights(shapes, tmp_path):
+    train_main(make_cfg(shapes, tmp_path / "full"))
+    calls = {"n": 0}
+
+    def interrupt(step: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:  # mid-way through the second epoch
+            raise KeyboardInterrupt
+
+    first = train_main(make_cfg(shapes, tmp_path / "cut"), on_step=interrupt)
+    assert first["interrupted"]
+    train_main(make_cfg(shapes, tmp_path / "cut"), resume=True)
+    full = load_file(str(tmp_path / "full" / "last.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "last.safetensors"))
+    assert full.keys() == resumed.keys()
+    for k in full:
+        torch.testing.assert_close(full[k], resumed[k], rtol=0, atol=0, msg=k)
+
+
+def test_resume_rejects_corrupt_or_missing_state(shapes, tmp_path):
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train_main(make_cfg(shapes, tmp_path / "none"), resume=True)
+    run = tmp_path / "bad"
+    run.mkdir()
+    (run / "last.state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train_main(make_cfg(shapes, run), resume=True)
+
+
+def test_resume_rejects_a_mismatched_model(shapes, tmp_path):
+    train_main(make_cfg(shapes, tmp_path / "run", epochs=1))
+    cfg = make_cfg(shapes, tmp_path / "run", epochs=2)
+    cfg.model.hidden_dim = 48
+    with pytest.raises(CheckpointError, match="does not match"):
+        train_main(cfg, resume=True)
+
+
+def test_dataset_too_small_for_the_batch(shapes, tmp_path):
+    with pytest.raises(DataError, match="too small"):
+        train_main(make_cfg(shapes, tmp_path / "run", batch_size=1000))
+
+
+def test_cli_errors_are_one_line(shapes, tmp_path, capsys):
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("epochs: 1\nbatch_sise: 4\n")
+    assert cli_main(["train", "--config", str(cfg_file)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) batch_sise" in err and "Traceback" not in err and err.count("\n") == 1
+    for flag, value in (("--attention", "sparse"), ("--score", "cosine"), ("--encoder", "alexnet")):
+        assert cli_main(["train", "--data", str(shapes / "captions_train.json"), flag, value,
+                         "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert f"unknown" in err and value in err and err.count("\n") == 1
+
+
+def test_config_file_and_flags_precedence(tmp_path):
+    from captioner.train_cli import add_arguments, config_from_args
+    import argparse
+
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps({"epochs": 7, "lr": 0.01, "model": {"attention": "local"}}))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--config", str(cfg_file), "--lr", "0.002", "--score", "dot"]))
+    assert (cfg.epochs, cfg.lr, cfg.model.attention, cfg.model.score) == (7, 0.002, "local", "dot")
+    with pytest.raises(ConfigError):
+        (tmp_path / "bad.json").write_text("{not json")
+        config_from_args(parser.parse_args(["--config", str(tmp_path / "bad.json")]))
