@@ -195,8 +195,12 @@ class Encoder(nn.Module):
         return fmap.flatten(2).transpose(1, 2).contiguous()  # B x L x D
 
     def train(self, mode: bool = True) -> "Encoder":
-        # a frozen trunk stays in eval mode so batch-norm statistics never drift
+        # batch-norm statistics stay frozen even when fine-tuning: caption batches are small and
+        # correlated (five captions per image), so their statistics would only add noise
         super().train(mode and not self.frozen)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
         return self
 
 

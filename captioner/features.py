@@ -54,6 +54,8 @@ def _collate(items):
 class FeatureStore:
     """Row ``i`` holds the L x D grid of image ``paths[i]``; ``valid[i]`` is False for unreadable images."""
 
+    live = False
+
     def __init__(self, array: np.ndarray, paths: list[str], valid: np.ndarray) -> None:
         self.array, self.paths, self.valid = array, paths, valid
         self.row = {p: i for i, p in enumerate(paths)}
@@ -114,3 +116,22 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
         warnings.warn(f"{len(errors)} of {len(paths)} images could not be read and are left out "
                       f"(first: {'; '.join(errors[:3])})", stacklevel=2)
     return FeatureStore(np.load(array_path, mmap_mode="r"), paths, valid)
+
+
+class LiveImages:
+    """The FeatureStore interface over image files, for a fine-tuned encoder: nothing is cached.
+
+    ``get`` returns preprocessed pixels; the model's forward runs the encoder on them, so gradients
+    reach the unfrozen blocks.
+    """
+
+    live = True
+
+    def __init__(self, paths: Sequence[str], preprocess) -> None:
+        self.paths = [str(p) for p in paths]
+        self.row = {p: i for i, p in enumerate(self.paths)}
+        self.valid = np.ones(len(self.paths), dtype=bool)
+        self.preprocess = preprocess
+
+    def get(self, rows: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        return torch.stack([self.preprocess(load_image(self.paths[int(r)])) for r in rows])

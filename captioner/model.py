@@ -56,6 +56,19 @@ class CaptionModel(torch.nn.Module):
         check_shapes(path, self.decoder.state_dict(), dec)
         self.decoder.load_state_dict(dec)
 
+    def forward(self, inputs: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, *, live: bool,
+                expected_prob: float = 0.5, image_index: torch.Tensor | None = None):
+        """Teacher-forced training pass; ``inputs`` are cached features, or pixels when ``live``.
+
+        One module for DistributedDataParallel to wrap, so a fine-tuned encoder's gradients are
+        synchronised too.
+        """
+        feats = self.encoder(inputs) if live else inputs
+        return self.decoder(feats, captions, lengths, expected_prob=expected_prob, image_index=image_index)
+
+    def annotations(self, inputs: torch.Tensor, live: bool) -> torch.Tensor:
+        return self.encoder(inputs) if live else inputs
+
     @torch.no_grad()
     def features(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """B x L x D annotations for PIL images."""

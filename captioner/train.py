@@ -24,7 +24,7 @@ from .config import TrainConfig, to_dict
 from .datasets import Record, load_records
 from .decoding import DecodeOptions, decode
 from .errors import CheckpointError, ConfigError, DataError
-from .features import FeatureStore, cache_features
+from .features import FeatureStore, LiveImages, cache_features
 from .io_utils import atomic_path, write_json
 from .loss import caption_loss, update_baseline
 from .model import CaptionModel, resolve_device
@@ -102,7 +102,7 @@ def _batch(pairs: Pairs, images: torch.Tensor, store: FeatureStore, device: torc
     return feats, tokens, lengths.to(device), image_index.to(device)
 
 
-def train_one_epoch(model: CaptionModel, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     pairs: Pairs, store: FeatureStore, cfg: TrainConfig, state: TrainState, device: torch.device,
                     rank: int = 0, world: int = 1, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
     """One pass over the training captions (from ``state.step`` on); returns mean loss terms and speed."""
@@ -110,7 +110,7 @@ def train_one_epoch(model: CaptionModel, decoder: torch.nn.Module, optimizer: to
     if not batches:
         raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of "
                         f"{cfg.batch_size} x {world} process(es); lower --batch-size")
-    decoder.train()
+    net.train()
     hard = model.cfg.attention == "hard"
     sums = {"loss": 0.0, "ce": 0.0, "ds": 0.0, "reinforce": 0.0}
     count, captions, t0 = 0, 0, time.perf_counter()
@@ -119,7 +119,7 @@ def train_one_epoch(model: CaptionModel, decoder: torch.nn.Module, optimizer: to
                disable=not (cfg.progress and rank == 0), dynamic_ncols=True)
     for i in range(state.step, len(batches)):
         feats, tokens, lengths, image_index = _batch(pairs, batches[i], store, device)
-        out = decoder(feats, tokens, lengths, expected_prob=cfg.expected_prob, image_index=image_index)
+        out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
         terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=state.baseline,
                              reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
         optimizer.zero_grad(set_to_none=True)
@@ -170,7 +170,8 @@ def validate(model: CaptionModel, records: list[Record], store: FeatureStore, cf
     opts = DecodeOptions(beam=cfg.val_beam, max_len=cfg.max_len)
     for i in range(0, len(records), 100):
         chunk = records[i : i + 100]
-        feats = store.get([store.row[r.image_path] for r in chunk]).to(device)
+        inputs = store.get([store.row[r.image_path] for r in chunk]).to(device)
+        feats = model.annotations(inputs, store.live)
         for r, res in zip(chunk, decode(model.decoder, feats, model.vocab, opts)):
             preds[r.image_id] = detokenize(res.words)
     refs = {r.image_id: list(r.captions) for r in records}
@@ -191,9 +192,9 @@ def prepare_data(cfg: TrainConfig) -> tuple[list[Record], list[Record]]:
     return train, val
 
 
-def _save_state(path: Path, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
+def _save_state(path: Path, model: CaptionModel, optimizer: torch.optim.Optimizer, state: TrainState,
                 cfg: TrainConfig) -> None:
-    blob = {"model": decoder.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+    blob = {"model": model.checkpoint_state(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
             "state": json.dumps(state.__dict__), "config": json.dumps(to_dict(cfg))}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
@@ -249,27 +250,33 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     model_cfg.vocab_size, model_cfg.feature_dim = len(vocab), get_spec(model_cfg.encoder).feature_dim
     model = CaptionModel(model_cfg, vocab, pretrained_encoder=not cfg.random_encoder,
                          encoder_weights=cfg.encoder_weights, fine_tune_blocks=cfg.fine_tune_blocks, name=out.name)
-    if cfg.fine_tune_blocks:
-        raise ConfigError("fine-tuning the encoder (--fine-tune-blocks) is not supported yet; use 0 (frozen, cached)")
     paths = sorted({r.image_path for r in train_recs} | {r.image_path for r in val_recs})
-    store = cache_features(model.encoder, paths, cfg.cache_dir, fp16=cfg.fp16_cache, progress=cfg.progress and rank == 0,
-                           workers=cfg.workers, device=device)
+    store: FeatureStore | LiveImages
+    if model.encoder.frozen:
+        store = cache_features(model.encoder, paths, cfg.cache_dir, fp16=cfg.fp16_cache,
+                               progress=cfg.progress and rank == 0, workers=cfg.workers, device=device)
+    else:
+        store = LiveImages(paths, model.preprocess)
     pairs = make_pairs(train_recs, store, vocab, cfg.max_len)
     if pairs.n_images < cfg.batch_size * world:
         raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of {cfg.batch_size}"
                         f" x {world} process(es); lower --batch-size")
     model.to(device)
-    decoder: torch.nn.Module = model.decoder
+    net: torch.nn.Module = model
     if world > 1:
-        decoder = torch.nn.parallel.DistributedDataParallel(model.decoder)
-    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    groups = [{"params": list(model.decoder.parameters()), "lr": cfg.lr}]
+    tuned = [p for p in model.encoder.parameters() if p.requires_grad]
+    if tuned:
+        groups.append({"params": tuned, "lr": cfg.encoder_lr})
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = TrainState()
     if resume:
         blob = _load_state(out / STATE_FILE)
         try:
-            model.decoder.load_state_dict(blob["model"])
+            model.load_checkpoint_state(out / STATE_FILE, blob["model"])
             optimizer.load_state_dict(blob["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
+        except (RuntimeError, ValueError, KeyError, CheckpointError) as exc:
             raise CheckpointError(f"{out / STATE_FILE}: training state does not match this configuration "
                                   f"({str(exc).splitlines()[0][:120]})") from None
         state = TrainState(**json.loads(blob["state"]))
@@ -282,12 +289,12 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     def save_all(tag: str | None = None) -> None:
         if rank != 0:
             return
-        _save_state(out / STATE_FILE, model.decoder, optimizer, state, cfg)
-        save_checkpoint(out / "last.safetensors", model.checkpoint_state(), model_cfg, vocab,
-                        extra={"name": out.name, "epoch": state.epoch})
+        _save_state(out / STATE_FILE, model, optimizer, state, cfg)
+        extra = {"name": out.name, "epoch": state.epoch, "fine_tune_blocks": cfg.fine_tune_blocks}
+        save_checkpoint(out / "last.safetensors", model.checkpoint_state(), model_cfg, vocab, extra=extra)
         if tag:
             save_checkpoint(out / f"{tag}.safetensors", model.checkpoint_state(), model_cfg, vocab,
-                            extra={"name": out.name, "epoch": state.epoch, "val": state.history[-1] if state.history else {}})
+                            extra={**extra, "val": state.history[-1] if state.history else {}})
 
     if rank == 0 and not resume and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
@@ -295,7 +302,7 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     try:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
             try:
-                stats = train_one_epoch(model, decoder, optimizer, pairs, store, cfg, state, device, rank, world, on_step)
+                stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step)
             except KeyboardInterrupt:
                 interrupted["flag"] = True
                 save_all()

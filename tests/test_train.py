@@ -123,3 +123,22 @@ def test_config_file_and_flags_precedence(tmp_path):
     with pytest.raises(ConfigError):
         (tmp_path / "bad.json").write_text("{not json")
         config_from_args(parser.parse_args(["--config", str(tmp_path / "bad.json")]))
+
+
+def test_fine_tuning_trains_only_the_last_blocks(shapes, tmp_path):
+    from captioner.model import load_model
+
+    cfg = make_cfg(shapes, tmp_path / "ft", epochs=1, fine_tune_blocks=1, encoder_lr=1e-3)
+    train_main(cfg)
+    tuned = load_model(str(tmp_path / "ft" / "last.safetensors"))
+    fresh = load_model(str(tmp_path / "ft" / "last.safetensors"))
+    from captioner.encoder import Encoder
+
+    base = Encoder("efficientnet-lite0", 2)
+    last = dict(tuned.encoder.trunk.blocks()[-1].named_parameters())
+    first = dict(tuned.encoder.trunk.blocks()[0].named_parameters())
+    base_last = dict(base.trunk.blocks()[-1].named_parameters())
+    base_first = dict(base.trunk.blocks()[0].named_parameters())
+    assert any(not torch.equal(last[k], base_last[k]) for k in last), "last block did not change"
+    assert all(torch.equal(first[k], base_first[k]) for k in first), "a frozen block changed"
+    assert not tuned.encoder.frozen and fresh.caption(next((shapes / "images" / "val").glob("*.jpg")), beam=1).words
