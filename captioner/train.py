@@ -119,9 +119,10 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
                disable=not (cfg.progress and rank == 0), dynamic_ncols=True)
     for i in range(state.step, len(batches)):
         feats, tokens, lengths, image_index = _batch(pairs, batches[i], store, device)
-        out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
-        terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=state.baseline,
-                             reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
+            terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=state.baseline,
+                                 reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         if cfg.grad_clip > 0:
@@ -236,6 +237,8 @@ def _distributed() -> tuple[int, int]:
 def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run training as configured; returns the final history and best score."""
     cfg.model.validate()
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"unknown precision {cfg.precision!r}; choose fp32 or bf16")
     rank, world = _distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -142,3 +142,12 @@ def test_fine_tuning_trains_only_the_last_blocks(shapes, tmp_path):
     assert any(not torch.equal(last[k], base_last[k]) for k in last), "last block did not change"
     assert all(torch.equal(first[k], base_first[k]) for k in first), "a frozen block changed"
     assert not tuned.encoder.frozen and fresh.caption(next((shapes / "images" / "val").glob("*.jpg")), beam=1).words
+
+
+def test_bf16_training_learns_like_fp32(shapes, tmp_path):
+    fp32 = train_main(make_cfg(shapes, tmp_path / "fp32", epochs=2))["history"]
+    bf16 = train_main(make_cfg(shapes, tmp_path / "bf16", epochs=2, precision="bf16"))["history"]
+    assert bf16[1]["ce"] < bf16[0]["ce"]
+    assert abs(bf16[1]["ce"] - fp32[1]["ce"]) < 0.1 * fp32[1]["ce"]
+    with pytest.raises(ConfigError, match="precision"):
+        train_main(make_cfg(shapes, tmp_path / "x", precision="fp8"))
