@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_arguments(p)
 
+    p = sub.add_parser("evaluate", help="caption a dataset split and score it (BLEU, METEOR, CIDEr, pointing game)")
+    from .evaluate_cli import add_arguments as add_evaluate_arguments
+
+    add_evaluate_arguments(p)
+
     p = sub.add_parser("synth", help="write a synthetic COCO-style dataset (for tests and grounding)")
     synth.add_arguments(p)
 
@@ -74,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .train_cli import run as run_train
 
             return run_train(args)
+        if args.command == "evaluate":
+            from .evaluate_cli import run as run_evaluate
+
+            return run_evaluate(args)
         if args.command == "synth":
             from . import synth
 
