@@ -154,7 +154,7 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
             on_step(i)
     bar.close()
     elapsed = time.perf_counter() - t0
-    result = {k: v / max(count, 1) for k, v in sums.items()}
+    result = {k: v / count if count else math.nan for k, v in sums.items()}  # nan: nothing left to train
     result.update(captions_per_s=captions / max(elapsed, 1e-9), epoch_seconds=elapsed,
                   first_ce=first_ce if first_ce is not None else math.nan)
     return result
@@ -306,14 +306,14 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
             try:
                 stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step)
-            except KeyboardInterrupt:
+                scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
+            except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
                 interrupted["flag"] = True
                 save_all()
                 if rank == 0:
                     print(f"interrupted: saved {out / STATE_FILE} at epoch {state.epoch + 1}, batch {state.step}; "
                           f"continue with --resume", flush=True)
                 break
-            scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
             bleu4 = scores.get("BLEU-4", 0.0)
             if world > 1:
                 t = torch.tensor([bleu4], dtype=torch.float64)
