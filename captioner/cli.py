@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_arguments(p)
 
     p = sub.add_parser("models", help="list the shipped models")
+
+    p = sub.add_parser("serve", help="a local web page to caption photos and explore attention")
+    from .server import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
     return parser
 
 
@@ -87,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import synth
 
             return synth.run(args)
+        if args.command == "serve":
+            from .server import run as run_serve
+
+            return run_serve(args)
         if args.command == "models":
             from .weights import available_models
 
