@@ -47,8 +47,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``path`` as an upright RGB image, or raise :class:`ImageError` saying why not."""
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """Open ``path`` as an upright RGB image, or raise :class:`ImageError` saying why not.
+
+    ``max_pixels`` defaults to :data:`MAX_PIXELS` read at call time, so a program can lower the limit.
+    Our limit, not PIL's lower warning threshold, decides; PIL's hard limit (2x its threshold) still
+    stops absurd headers before any pixel memory is allocated.
+    """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     p = Path(path)
     if not p.exists():
         raise ImageError(f"{p}: no such file; check the path")
@@ -58,7 +64,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         raise ImageError(f"{p}: empty file (0 bytes); re-download or remove it")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, against our limit
             with Image.open(p) as img:
                 w, h = img.size
                 if w * h > max_pixels:
@@ -71,7 +77,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
                 return to_rgb(img)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageError(f"{p}: refused as a possible decompression bomb ({exc}); resize it first") from None
     except UnidentifiedImageError:
         raise ImageError(f"{p}: not an image file (format not recognised); check the file") from None
@@ -97,5 +103,5 @@ def find_images(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
         elif p.exists():
             images.append(p)
         else:
-            problems.append((raw, f"{raw}: no such file or folder"))
+            problems.append((raw, f"{raw}: no such file or folder; check the path"))
     return images, problems

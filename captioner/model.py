@@ -50,8 +50,10 @@ class CaptionModel(torch.nn.Module):
         return state
 
     def load_checkpoint_state(self, path: str | Path, state: dict[str, torch.Tensor]) -> None:
-        if any(k.startswith("encoder.") for k in state):
-            self.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        enc = {k[8:]: v for k, v in state.items() if k.startswith("encoder.")}
+        if enc:
+            check_shapes(path, self.encoder.state_dict(), enc)
+            self.encoder.load_state_dict(enc)
         dec = {k[8:]: v for k, v in state.items() if k.startswith("decoder.")}
         check_shapes(path, self.decoder.state_dict(), dec)
         self.decoder.load_state_dict(dec)
@@ -102,7 +104,10 @@ def load_model(name_or_path: str = "default", device: str | torch.device = "cpu"
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``cpu`` or ``cuda[:N]``; asking for CUDA on a machine without it is a clear error."""
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but no CUDA GPU is available here; use --device cpu")
     if dev.type not in ("cpu", "cuda"):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .config import ModelConfig, from_dict, to_dict
-from .errors import CheckpointError
+from .errors import CaptionerError, CheckpointError
 from .io_utils import atomic_path
 from .vocab import Vocab
 
@@ -77,6 +77,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
+    with p.open("rb") as fh:
+        head = fh.read(4)
+    if head[:1] == b"\x80" or head == b"PK\x03\x04":  # pickle protocol 2+ / torch.save zip archive
+        raise CheckpointError(f"{p}: is a pickle or torch.save file, which can run code when loaded; captioner "
+                              "only loads .safetensors checkpoints (save with captioner.weights.save_checkpoint)")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
@@ -95,10 +100,47 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
         extra = json.loads(meta.get("extra", "{}"))
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{p}: checkpoint metadata is corrupt ({exc})") from None
+    _check_config(p, cfg)
+    _check_extra(p, extra)
     if len(vocab) != cfg.vocab_size:
         raise CheckpointError(f"{p}: vocabulary has {len(vocab)} words but the config says {cfg.vocab_size}")
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{p}: tensor {k} holds NaN or infinite values; the checkpoint is corrupt "
+                                  "(did training diverge?); use an earlier checkpoint")
     return tensors, cfg, vocab, extra
+
+
+def _check_config(path: Path, cfg: ModelConfig) -> None:
+    """Field types and names, checked here so a bad file is a CheckpointError naming it, not a TypeError later."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(ModelConfig)
+    for f in dataclasses.fields(ModelConfig):
+        value, want = getattr(cfg, f.name), hints[f.name]
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if want is float else \
+            (isinstance(value, want) and not (want is int and isinstance(value, bool)))
+        if not ok:
+            raise CheckpointError(f"{path}: checkpoint config field {f.name!r} should be {want.__name__}, got "
+                                  f"{value!r}; the checkpoint is corrupt")
+    try:
+        cfg.validate()
+    except CaptionerError as exc:
+        raise CheckpointError(f"{path}: checkpoint config is invalid ({exc})") from None
+
+
+def _check_extra(path: Path, extra: Any) -> None:
+    """The free-form ``extra`` metadata is read by load_model: it must be a mapping with sane values."""
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata 'extra' must be a JSON object; the checkpoint is corrupt")
+    blocks = extra.get("fine_tune_blocks", 0)
+    if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 0:
+        raise CheckpointError(f"{path}: checkpoint metadata fine_tune_blocks={blocks!r} is not a count; "
+                              "the checkpoint is corrupt")
+    if not isinstance(extra.get("name", ""), str):
+        raise CheckpointError(f"{path}: checkpoint metadata name={extra['name']!r} is not a string")
 
 
 def check_shapes(path: str | Path, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
