@@ -98,6 +98,7 @@ class TrainConfig:
     progress: bool = True
     random_encoder: bool = False  # build the encoder with random weights (tests only)
     encoder_weights: str | None = None  # a weight file for torchvision encoders
+    init_from: str | None = None  # start from this checkpoint's weights (e.g. hard attention from a soft model)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 

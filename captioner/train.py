@@ -227,6 +227,28 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
+def init_weights(model: CaptionModel, path: str) -> None:
+    """Warm start: copy every matching tensor from another checkpoint with the same vocabulary.
+
+    The attention type may differ (soft -> hard shares every parameter); anything else that differs in
+    shape is an error, and parameters the source lacks (a local-attention window) keep their init.
+    """
+    from .weights import read_checkpoint, resolve_model_path
+
+    src = resolve_model_path(path)
+    tensors, src_cfg, src_vocab, _ = read_checkpoint(src)
+    if src_vocab != model.vocab:
+        raise CheckpointError(f"{src}: its vocabulary ({len(src_vocab)} words) differs from this data's "
+                              f"({len(model.vocab)}); --init-from needs the same data and --min-word-count")
+    own = model.decoder.state_dict()
+    dec = {k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")}
+    for k, v in dec.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(f"{src}: tensor {k} has shape {tuple(v.shape)}, this model needs "
+                                  f"{tuple(own[k].shape)}; --init-from needs the same model sizes")
+    model.decoder.load_state_dict({k: v for k, v in dec.items() if k in own}, strict=False)
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -273,6 +295,8 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     if tuned:
         groups.append({"params": tuned, "lr": cfg.encoder_lr})
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.init_from and not resume:
+        init_weights(model, cfg.init_from)
     state = TrainState()
     if resume:
         blob = _load_state(out / STATE_FILE)
