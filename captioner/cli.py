@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the shipped models")
 
+    p = sub.add_parser("export", help="turn a training checkpoint into a small shippable model file")
+    p.add_argument("source", help="checkpoint file or training run folder")
+    p.add_argument("dest", help="the .safetensors file to write")
+    p.add_argument("--name", help="model name stored in the file (default: the file name)")
+    p.add_argument("--fp32", action="store_true", help="keep float32 tensors (default: fp16, half the size)")
+    p.add_argument("--hard-decode", choices=["argmax", "expect", "sample"], help="hard attention's test-time mode")
+
     p = sub.add_parser("serve", help="a local web page to caption photos and explore attention")
     from .server import add_arguments as add_serve_arguments
 
@@ -96,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .server import run as run_serve
 
             return run_serve(args)
+        if args.command == "export":
+            from .weights import export_checkpoint
+
+            path = export_checkpoint(args.source, args.dest, half=not args.fp32, name=args.name,
+                                     hard_decode=args.hard_decode)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+            return 0
         if args.command == "models":
             from .weights import available_models
 

@@ -154,3 +154,15 @@ def check_shapes(path: str | Path, expected: dict[str, torch.Tensor], got: dict[
         if tuple(got[k].shape) != tuple(v.shape):
             raise CheckpointError(f"{path}: tensor {k} has shape {tuple(got[k].shape)}, "
                                   f"the config expects {tuple(v.shape)}")
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True, name: str | None = None,
+                      hard_decode: str | None = None) -> Path:
+    """Copy a training checkpoint into a shippable one: fp16 tensors, a model name, a test-time hard mode."""
+    tensors, cfg, vocab, extra = read_checkpoint(resolve_model_path(str(src)))
+    if hard_decode:
+        cfg.hard_decode = hard_decode
+        cfg.validate()
+    extra = {**extra, "name": name or extra.get("name") or Path(dst).stem, "exported_from": Path(src).name}
+    save_checkpoint(dst, tensors, cfg, vocab, extra=extra, half=half)
+    return Path(dst)
