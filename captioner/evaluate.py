@@ -123,19 +123,6 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     return preds
 
 
-def check_predictions(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]],
-                      source: str = "the predictions") -> None:
-    """Every prediction must have references; references without a prediction are only a warning."""
-    stray = [k for k in predictions if k not in references]
-    if stray:
-        raise DataError(f"{len(stray)} of {len(predictions)} images in {source} are not in the evaluated split "
-                        f"(first: {_first(stray)}); are the predictions from the same dataset and split?")
-    missing = [k for k in references if k not in predictions]
-    if missing:
-        warnings.warn(f"{len(missing)} of {len(references)} images of the split have no prediction in {source} "
-                      f"(first: {_first(missing)}); scoring the {len(predictions)} that do", stacklevel=2)
-
-
 def coco_results(predictions: Mapping[str, str]) -> list[dict[str, Any]]:
     """COCO results format: integer ``image_id`` when every id is a COCO number, else the id string."""
     numeric = all(k.isdigit() for k in predictions)
@@ -219,9 +206,7 @@ def score(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]
           train_captions: Sequence[str] = (), java: bool | None = None, source: str = "the predictions",
           ) -> tuple[dict[str, float], dict[str, float]]:
     """``(metrics, diversity)`` of the predictions; references must cover every prediction."""
-    check_predictions(predictions, references, source)
-    refs = {k: list(references[k]) for k in predictions}
-    metrics = score_captions(dict(predictions), refs, java=java)
+    metrics = score_captions(dict(predictions), references, java=java, source=source)
     return metrics, diversity(list(predictions.values()), train_captions)
 
 

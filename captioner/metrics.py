@@ -50,7 +50,8 @@ _JAVA_OFF_MSG = "java=False: scoring with a pure-Python PTB tokenizer and withou
 
 # ----------------------------------------------------------------------------------------- scoring
 def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
-                   metrics: Sequence[str] | None = None, java: bool | None = None) -> dict[str, float]:
+                   metrics: Sequence[str] | None = None, java: bool | None = None,
+                   source: str = "the predictions") -> dict[str, float]:
     """Corpus scores of one caption per image against all its references, as percentages (×100).
 
     ``metrics`` picks a subset of :data:`METRICS` (default all); validation during training asks for
@@ -59,7 +60,7 @@ def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hash
     Images with references but no prediction are skipped with a warning; the reverse is an error.
     """
     wanted = _resolve_metrics(metrics)
-    gts, res = _pair_up(predictions, references)
+    gts, res = _pair_up(predictions, references, source)
     use_java = _use_java(java)
     if not use_java:
         warnings.warn(_NO_JAVA_MSG if java is None else _JAVA_OFF_MSG, stacklevel=2)
@@ -105,7 +106,7 @@ def _first(ids: Sequence[Any], n: int = 3) -> str:
 
 
 def _pair_up(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
-             ) -> tuple[dict[Hashable, list[str]], dict[Hashable, list[str]]]:
+             source: str = "the predictions") -> tuple[dict[Hashable, list[str]], dict[Hashable, list[str]]]:
     """Check the inputs and return pycocoevalcap's shapes: {id: [refs...]}, {id: [prediction]}."""
     if not predictions:
         raise DataError("empty split: no predicted captions to score; check the split name and the predictions")
@@ -124,11 +125,11 @@ def _pair_up(predictions: Mapping[Hashable, str], references: Mapping[Hashable, 
                         f"(first: {_first(not_str)}); detokenise word lists with ' '.join")
     stray = [k for k in predictions if k not in references]
     if stray:
-        raise DataError(f"{len(stray)} of {len(predictions)} predicted images have no reference captions "
+        raise DataError(f"{len(stray)} of {len(predictions)} images in {source} have no reference captions "
                         f"(first: {_first(stray)}); are predictions and references from the same split?")
     missing = [k for k in references if k not in predictions]
     if missing:
-        warnings.warn(f"{len(missing)} of {len(references)} reference images have no prediction "
+        warnings.warn(f"{len(missing)} of {len(references)} reference images have no prediction in {source} "
                       f"(first: {_first(missing)}); scoring only the {len(predictions)} predicted images",
                       stacklevel=3)
     keys = [k for k in references if k in predictions]

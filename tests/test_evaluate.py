@@ -161,7 +161,7 @@ def test_predictions_file_scored_without_a_model(data, tmp_path, capsys):
                      "--out", str(out)) == 0
     res = json.loads((out / "metrics_test.json").read_text())
     assert res["images"] == 2 and res["model"] is None
-    assert any("1 of 3 images of the split have no prediction" in w for w in res["warnings"])
+    assert any("1 of 3 reference images have no prediction" in w for w in res["warnings"])
 
     preds.write_text(json.dumps([{"image_id": 99999, "caption": "a red circle"}]))
     assert _evaluate("--data", str(data / "captions_test.json"), "--predictions", str(preds), "--no-java") == 2
