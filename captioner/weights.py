@@ -70,6 +70,23 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], cfg: Model
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file: a little-endian u64 header length, then that many bytes of JSON, then data."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 8 + n <= path.stat().st_size
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """Pickle protocol 2+ (b"\\x80" + protocol byte) or a torch.save zip archive."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    return head[:1] == b"\x80" or head == b"PK\x03\x04"
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, Vocab, dict[str, Any]]:
     """Read and validate a checkpoint; tensors come back as float32 on the CPU."""
     from safetensors import safe_open
@@ -77,9 +94,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
-    with p.open("rb") as fh:
-        head = fh.read(4)
-    if head[:1] == b"\x80" or head == b"PK\x03\x04":  # pickle protocol 2+ / torch.save zip archive
+    if not _looks_like_safetensors(p) and _looks_like_pickle(p):
         raise CheckpointError(f"{p}: is a pickle or torch.save file, which can run code when loaded; captioner "
                               "only loads .safetensors checkpoints (save with captioner.weights.save_checkpoint)")
     try:

@@ -65,6 +65,21 @@ def test_round_trip_rebuilds_the_same_model(tiny_checkpoint):
         torch.testing.assert_close(v, tensors[f"decoder.{k}"])
 
 
+def test_header_length_starting_with_the_pickle_byte_still_loads(tmp_path, tiny_checkpoint):
+    """safetensors begins with its header length: 1 checkpoint in 256 starts with 0x80, pickle's magic byte."""
+    from captioner.weights import save_checkpoint
+
+    tensors, cfg, vocab, _ = read_checkpoint(tiny_checkpoint)
+    path = tmp_path / "odd.safetensors"
+    for pad in range(256):
+        save_checkpoint(path, tensors, cfg, vocab, extra={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    loaded = read_checkpoint(path)[0]
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+
+
 def test_training_run_folder_resolves_to_best(tmp_path, tiny_checkpoint):
     run = tmp_path / "run"
     run.mkdir()
