@@ -17,6 +17,7 @@ from .errors import ConfigError
 ATTENTION_TYPES = ("soft", "hard", "local")
 SCORE_FUNCTIONS = ("additive", "dot", "general")
 HARD_DECODE_MODES = ("argmax", "expect", "sample")
+OBJECTIVES = ("xe", "scst")
 
 
 @dataclass
@@ -99,7 +100,21 @@ class TrainConfig:
     random_encoder: bool = False  # build the encoder with random weights (tests only)
     encoder_weights: str | None = None  # a weight file for torchvision encoders
     init_from: str | None = None  # start from this checkpoint's weights (e.g. hard attention from a soft model)
+    objective: str = "xe"  # xe: cross-entropy on the references | scst: self-critical training on CIDEr-D
+    scst_samples: int = 5  # scst: captions sampled per image; each is judged against the mean of the others
     model: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError for values no code path implements (the model part included)."""
+        self.model.validate()
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.objective == "scst" and self.scst_samples < 2:
+            raise ConfigError(f"scst_samples must be at least 2 (each sample's baseline is the others' mean), "
+                              f"got {self.scst_samples}")
+        return self
 
 
 T = TypeVar("T")

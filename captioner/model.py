@@ -58,14 +58,22 @@ class CaptionModel(torch.nn.Module):
         check_shapes(path, self.decoder.state_dict(), dec)
         self.decoder.load_state_dict(dec)
 
-    def forward(self, inputs: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, *, live: bool,
-                expected_prob: float = 0.5, image_index: torch.Tensor | None = None):
-        """Teacher-forced training pass; ``inputs`` are cached features, or pixels when ``live``.
+    def forward(self, inputs: torch.Tensor, captions: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                *, live: bool, expected_prob: float = 0.5, image_index: torch.Tensor | None = None,
+                samples: int = 0, max_len: int = 20):
+        """A training pass; ``inputs`` are cached features, or pixels when ``live``.
 
-        One module for DistributedDataParallel to wrap, so a fine-tuned encoder's gradients are
-        synchronised too.
+        Teacher-forced over ``captions`` (cross-entropy), or, with ``samples`` > 0, that many sampled
+        captions per image with their log-probabilities (self-critical training). One module for
+        DistributedDataParallel to wrap, so a fine-tuned encoder's gradients are synchronised too.
         """
         feats = self.encoder(inputs) if live else inputs
+        if samples:
+            from .scst import sample_captions
+
+            return sample_captions(self.decoder, feats, self.vocab, samples, max_len)
+        if captions is None or lengths is None:
+            raise ValueError("a teacher-forced pass needs captions and lengths")
         return self.decoder(feats, captions, lengths, expected_prob=expected_prob, image_index=image_index)
 
     def annotations(self, inputs: torch.Tensor, live: bool) -> torch.Tensor:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,8 +27,10 @@ from .decoding import DecodeOptions, decode
 from .errors import CheckpointError, ConfigError, DataError
 from .features import FeatureStore, LiveImages, cache_features
 from .io_utils import atomic_path, write_json
+from .cider import CiderD
 from .loss import caption_loss, update_baseline
 from .model import CaptionModel, resolve_device
+from .scst import reward_scorer, sample_rewards, scst_loss
 from .vocab import Vocab, detokenize
 from .weights import save_checkpoint
 
@@ -54,6 +57,7 @@ class Pairs:
     starts: torch.Tensor  # M + 1 offsets into the caption arrays
     tokens: torch.Tensor  # N x T, padded
     lengths: torch.Tensor  # N, tokens incl. <start>/<end>
+    references: list[list[str]]  # M: the raw captions of each image (self-critical rewards)
 
     @property
     def n_images(self) -> int:
@@ -61,12 +65,13 @@ class Pairs:
 
 
 def make_pairs(records: list[Record], store: FeatureStore, vocab: Vocab, max_len: int) -> Pairs:
-    rows, starts, seqs = [], [0], []
+    rows, starts, seqs, refs = [], [0], [], []
     for r in records:
         row = store.row[r.image_path]
         if not store.valid[row] or not r.captions:
             continue
         rows.append(row)
+        refs.append(list(r.captions))
         seqs.extend(vocab.encode(cap, max_len=max_len) for cap in r.captions)
         starts.append(len(seqs))
     if not seqs:
@@ -75,7 +80,7 @@ def make_pairs(records: list[Record], store: FeatureStore, vocab: Vocab, max_len
     tokens = torch.full((len(seqs), T), vocab.pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
         tokens[i, : len(s)] = torch.tensor(s)
-    return Pairs(torch.tensor(rows), torch.tensor(starts), tokens, torch.tensor([len(s) for s in seqs]))
+    return Pairs(torch.tensor(rows), torch.tensor(starts), tokens, torch.tensor([len(s) for s in seqs]), refs)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:
@@ -102,59 +107,89 @@ def _batch(pairs: Pairs, images: torch.Tensor, store: FeatureStore, device: torc
     return feats, tokens, lengths.to(device), image_index.to(device)
 
 
+def _xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tensor, store: FeatureStore,
+              cfg: TrainConfig, state: TrainState, device: torch.device) -> tuple[torch.Tensor, dict[str, float], int]:
+    """Cross-entropy (+ REINFORCE for hard attention) on the reference captions of a batch of images."""
+    feats, tokens, lengths, image_index = _batch(pairs, images, store, device)
+    out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
+    terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=state.baseline,
+                         reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
+    logs = {"ce": terms.ce, "ds": terms.doubly_stochastic, "reinforce": terms.reinforce, "reward": terms.reward}
+    return terms.total, logs, len(lengths)
+
+
+def _scst_terms(net: torch.nn.Module, model: CaptionModel, scorer: CiderD, pairs: Pairs, images: torch.Tensor,
+                store: FeatureStore, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, dict[str, float], int]:
+    """Self-critical loss: sample captions of each image, reward them by CIDEr-D against its references."""
+    feats = store.get(pairs.image_rows[images]).to(device, non_blocking=True)
+    samples = net(feats, live=store.live, samples=cfg.scst_samples, max_len=cfg.max_len)
+    terms = scst_loss(samples, sample_rewards(scorer, images.tolist(), samples, model.vocab), alpha_c=cfg.alpha_c)
+    logs = {"cider_reward": terms.reward, "policy": terms.policy, "ds": terms.doubly_stochastic, "ce": terms.nll}
+    return terms.total, logs, len(samples.lengths)
+
+
 def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     pairs: Pairs, store: FeatureStore, cfg: TrainConfig, state: TrainState, device: torch.device,
-                    rank: int = 0, world: int = 1, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
-    """One pass over the training captions (from ``state.step`` on); returns mean loss terms and speed."""
+                    rank: int = 0, world: int = 1, on_step: Callable[[int], None] | None = None,
+                    scorer: CiderD | None = None) -> dict[str, float]:
+    """One pass over the training images (from ``state.step`` on); returns mean loss terms and speed.
+
+    ``cfg.objective`` picks the loss: ``xe`` trains on the reference captions, ``scst`` on captions the
+    model samples itself, rewarded by ``scorer`` (CIDEr-D against each image's references).
+    """
     batches = epoch_batches(pairs.n_images, cfg.batch_size, cfg.seed, state.epoch, rank, world)
     if not batches:
         raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of "
                         f"{cfg.batch_size} x {world} process(es); lower --batch-size")
+    if cfg.objective == "scst" and scorer is None:
+        raise ValueError("self-critical training needs a reward scorer")
     net.train()
     hard = model.cfg.attention == "hard"
-    sums = {"loss": 0.0, "ce": 0.0, "ds": 0.0, "reinforce": 0.0}
+    sums: dict[str, float] = {}
     count, captions, t0 = 0, 0, time.perf_counter()
     first_ce: float | None = None
     bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {state.epoch + 1}", unit="batch",
                disable=not (cfg.progress and rank == 0), dynamic_ncols=True)
     for i in range(state.step, len(batches)):
-        feats, tokens, lengths, image_index = _batch(pairs, batches[i], store, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
-            terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=state.baseline,
-                                 reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
+            if cfg.objective == "scst":
+                total, logs, n_captions = _scst_terms(net, model, scorer, pairs, batches[i], store, cfg, device)
+            else:
+                total, logs, n_captions = _xe_terms(net, hard, pairs, batches[i], store, cfg, state, device)
         optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        total.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
         optimizer.step()
-        if hard:
-            reward = terms.reward
+        if hard and cfg.objective == "xe":
+            reward = logs.pop("reward")
             if world > 1:  # one baseline for all ranks, so they stay in step
                 t = torch.tensor([reward], dtype=torch.float64)
                 dist.all_reduce(t)
                 reward = float(t) / world
             state.baseline = update_baseline(state.baseline, reward, cfg.baseline_decay)
+        logs.pop("reward", None)
         state.step = i + 1
         if first_ce is None:
-            first_ce = terms.ce
+            first_ce = logs["ce"]
             if world > 1:  # the mean over ranks is the loss of the whole global batch
                 t = torch.tensor([first_ce], dtype=torch.float64)
                 dist.all_reduce(t)
                 first_ce = float(t) / world
-        for k, v in (("loss", float(terms.total.detach())), ("ce", terms.ce), ("ds", terms.doubly_stochastic),
-                     ("reinforce", terms.reinforce)):
-            sums[k] += v
+        for k, v in (("loss", float(total.detach())), *logs.items()):
+            sums[k] = sums.get(k, 0.0) + v
         count += 1
-        captions += len(lengths) * world
+        captions += n_captions * world
         rate = captions / max(time.perf_counter() - t0, 1e-9)
         bar.update(1)
-        bar.set_postfix(loss=f"{terms.ce:.3f}", caps_s=f"{rate:.0f}")
+        shown = {"reward": f"{logs['cider_reward']:.3f}"} if "cider_reward" in logs else {"loss": f"{logs['ce']:.3f}"}
+        bar.set_postfix(**shown, caps_s=f"{rate:.0f}")
         if on_step is not None:
             on_step(i)
     bar.close()
     elapsed = time.perf_counter() - t0
-    result = {k: v / count if count else math.nan for k, v in sums.items()}  # nan: nothing left to train
+    keys = ("loss", "ce", "ds", "reinforce") if cfg.objective == "xe" else ("loss", "ce", "ds", "policy", "cider_reward")
+    result = {k: sums[k] / count if count else math.nan for k in keys}  # nan: nothing left to train
     result.update(captions_per_s=captions / max(elapsed, 1e-9), epoch_seconds=elapsed,
                   first_ce=first_ce if first_ce is not None else math.nan)
     return result
@@ -218,8 +253,12 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     fig = Figure(figsize=(9, 3.5))
     ax1, ax2 = fig.subplots(1, 2)
     ep = [h["epoch"] for h in history]
-    ax1.plot(ep, [h["ce"] for h in history], marker="o")
-    ax1.set(title="training cross-entropy", xlabel="epoch")
+    if "cider_reward" in history[-1]:  # self-critical: the reward is what training raises
+        ax1.plot(ep, [h.get("cider_reward", math.nan) for h in history], marker="o")
+        ax1.set(title="training reward (CIDEr-D of samples)", xlabel="epoch")
+    else:
+        ax1.plot(ep, [h.get("ce", math.nan) for h in history], marker="o")
+        ax1.set(title="training cross-entropy", xlabel="epoch")
     ax2.plot(ep, [h.get("BLEU-4", math.nan) for h in history], marker="o", color="tab:green")
     ax2.set(title="validation BLEU-4 (beam decoding)", xlabel="epoch")
     fig.tight_layout()
@@ -258,9 +297,7 @@ def _distributed() -> tuple[int, int]:
 
 def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run training as configured; returns the final history and best score."""
-    cfg.model.validate()
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"unknown precision {cfg.precision!r}; choose fp32 or bf16")
+    cfg.validate()
     rank, world = _distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -283,6 +320,10 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     else:
         store = LiveImages(paths, model.preprocess)
     pairs = make_pairs(train_recs, store, vocab, cfg.max_len)
+    scorer = reward_scorer(pairs.references) if cfg.objective == "scst" else None
+    if scorer is not None and not (cfg.init_from or resume) and rank == 0:
+        warnings.warn("self-critical training from random weights rarely learns; start from a cross-entropy "
+                      "model with --init-from", stacklevel=2)
     if pairs.n_images < cfg.batch_size * world:
         raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of {cfg.batch_size}"
                         f" x {world} process(es); lower --batch-size")
@@ -325,11 +366,36 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
 
     if rank == 0 and not resume and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
+
+    def validated_bleu4(scores: dict[str, float]) -> float:
+        bleu4 = scores.get("BLEU-4", 0.0)
+        if world > 1:  # rank 0 decodes; every rank takes the same early-stopping decisions
+            t = torch.tensor([bleu4], dtype=torch.float64)
+            dist.broadcast(t, 0)
+            bleu4 = float(t)
+        return bleu4
+
+    def log_row(row: dict[str, Any]) -> None:
+        state.history.append(row)
+        if rank == 0:
+            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            _plot_curves(state.history, out / "curves.png")
+
+    if cfg.init_from and not resume:
+        # the warm start is the score to beat: "best" is only replaced by an epoch that improves on it
+        scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
+        state.best = validated_bleu4(scores)
+        log_row({"epoch": 0, **scores, "lr": optimizer.param_groups[0]["lr"]})
+        if rank == 0:
+            print(f"epoch 0 (from {cfg.init_from}): val BLEU-4 {state.best:.2f}", flush=True)
+        save_all("best")
     interrupted = {"flag": False}
     try:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
             try:
-                stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step)
+                stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step,
+                                        scorer)
                 scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
             except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
                 interrupted["flag"] = True
@@ -338,11 +404,7 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
                     print(f"interrupted: saved {out / STATE_FILE} at epoch {state.epoch + 1}, batch {state.step}; "
                           f"continue with --resume", flush=True)
                 break
-            bleu4 = scores.get("BLEU-4", 0.0)
-            if world > 1:
-                t = torch.tensor([bleu4], dtype=torch.float64)
-                dist.broadcast(t, 0)
-                bleu4 = float(t)
+            bleu4 = validated_bleu4(scores)
             state.epoch += 1
             state.step = 0
             improved = bleu4 > state.best
@@ -350,13 +412,11 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
             if not improved and state.bad_epochs % max(cfg.lr_patience, 1) == 0:
                 for g in optimizer.param_groups:
                     g["lr"] *= cfg.lr_decay
-            row = {"epoch": state.epoch, **stats, **scores, "lr": optimizer.param_groups[0]["lr"]}
-            state.history.append(row)
+            log_row({"epoch": state.epoch, **stats, **scores, "lr": optimizer.param_groups[0]["lr"]})
             if rank == 0:
-                with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
-                _plot_curves(state.history, out / "curves.png")
-                print(f"epoch {state.epoch}: loss {stats['ce']:.3f}, val BLEU-4 {bleu4:.2f}"
+                train_fig = (f"sampled CIDEr-D {stats['cider_reward']:.3f}" if "cider_reward" in stats
+                             else f"loss {stats['ce']:.3f}")
+                print(f"epoch {state.epoch}: {train_fig}, val BLEU-4 {bleu4:.2f}"
                       f"{' (best)' if improved else ''}, {stats['captions_per_s']:.0f} captions/s", flush=True)
             save_all("best" if improved else None)
     finally:

@@ -51,3 +51,24 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_hard_checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-hard.safetensors", attention="hard")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    """A tiny synthetic COCO-style dataset (24 images of 64 px) for end-to-end training runs."""
+    from captioner.synth import generate
+
+    out = tmp_path_factory.mktemp("data") / "shapes"
+    generate(out, 24, seed=0, image_size=64)
+    return out
+
+
+def train_config(shapes: Path, out: Path, **kw):
+    """A training run on ``shapes`` that takes seconds: tiny hard-attention model, 2 epochs, batches of 4."""
+    from captioner.config import TrainConfig
+
+    base = dict(data_format="coco", data=str(shapes / "captions_train.json"), val_data=str(shapes / "captions_val.json"),
+                out=str(out), cache_dir=str(out.parent / "cache"), epochs=2, batch_size=4, min_word_count=1,
+                max_len=12, val_beam=2, progress=False, seed=3, model=tiny_config("hard", grid=2))
+    base.update(kw)
+    return TrainConfig(**base)

@@ -10,27 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from captioner.cli import main as cli_main
-from captioner.config import TrainConfig
 from captioner.errors import CheckpointError, ConfigError, DataError
-from captioner.synth import generate
 from captioner.train import main as train_main
-from conftest import tiny_config
+from conftest import tiny_config, train_config
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "shapes"
-    generate(out, 24, seed=0, image_size=64)
-    return out
-
-
-def make_cfg(shapes: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data_format="coco", data=str(shapes / "captions_train.json"), val_data=str(shapes / "captions_val.json"),
-                out=str(out), cache_dir=str(out.parent / "cache"), epochs=2, batch_size=4, min_word_count=1,
-                max_len=12, val_beam=2, progress=False, seed=3, model=tiny_config("hard", grid=2))
-    base.update(kw)
-    return TrainConfig(**base)
-
+make_cfg = train_config
 
 def test_training_writes_logs_curves_and_checkpoints(shapes, tmp_path):
     result = train_main(make_cfg(shapes, tmp_path / "run"))
@@ -171,6 +156,7 @@ def test_init_from_warm_starts_hard_attention_from_a_soft_model(shapes, tmp_path
     with pytest.raises(CheckpointError, match="vocabulary"):
         init_weights(CaptionModel(tiny_config("hard", grid=2, vocab_size=len(other)), other), str(source))
     # through training: the warm-started model starts from a lower loss than a cold start
-    warm = train_main(make_cfg(shapes, tmp_path / "warm", epochs=1, init_from=str(source)))["history"][0]
-    cold = train_main(make_cfg(shapes, tmp_path / "cold", epochs=1))["history"][0]
-    assert warm["first_ce"] < cold["first_ce"] - 0.1
+    warm = train_main(make_cfg(shapes, tmp_path / "warm", epochs=1, init_from=str(source)))["history"]
+    cold = train_main(make_cfg(shapes, tmp_path / "cold", epochs=1))["history"]
+    assert warm[0]["epoch"] == 0 and "BLEU-4" in warm[0]  # the warm start is scored before training
+    assert warm[1]["first_ce"] < cold[0]["first_ce"] - 0.1
