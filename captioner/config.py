@@ -102,6 +102,8 @@ class TrainConfig:
     init_from: str | None = None  # start from this checkpoint's weights (e.g. hard attention from a soft model)
     objective: str = "xe"  # xe: cross-entropy on the references | scst: self-critical training on CIDEr-D
     scst_samples: int = 5  # scst: captions sampled per image; each is judged against the mean of the others
+    scst_bleu_weight: float = 0.0  # scst: reward = CIDEr-D + this x sentence BLEU-4
+    scst_xe_weight: float = 0.0  # scst: add this x the cross-entropy on the reference captions to the loss
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> "TrainConfig":
@@ -114,6 +116,8 @@ class TrainConfig:
         if self.objective == "scst" and self.scst_samples < 2:
             raise ConfigError(f"scst_samples must be at least 2 (each sample's baseline is the others' mean), "
                               f"got {self.scst_samples}")
+        if self.scst_bleu_weight < 0 or self.scst_xe_weight < 0:
+            raise ConfigError("scst_bleu_weight and scst_xe_weight must be >= 0")
         return self
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .bleu import SentenceBleu
 from .cider import CiderD
 from .decoder import Decoder
 from .vocab import END, Vocab, tokenize
@@ -117,19 +118,29 @@ def scst_loss(samples: Samples, rewards: torch.Tensor, *, alpha_c: float = 0.0) 
                      float(-samples.log_prob.detach().sum() / tokens))
 
 
-def reward_scorer(references: Sequence[Sequence[str]]) -> CiderD:
-    """CIDEr-D over raw reference captions (one list per training image), tokenised like the vocabulary.
+class CaptionReward:
+    """The reward of a sampled caption: CIDEr-D, plus ``bleu_weight`` x sentence BLEU-4 when asked for.
 
-    Every caption, reference or sample, ends with the word ``<end>``: then how a caption ends counts, and
-    a sample that stops mid-phrase ("a dog runs with a") loses the n-grams a complete one would earn.
+    ``references`` holds the raw captions of each training image. Every caption, reference or sample,
+    ends with the word ``<end>`` for CIDEr-D: then how a caption ends counts, and a sample that stops
+    mid-phrase ("a dog runs with a") loses the n-grams a complete one would earn. BLEU-4's brevity
+    penalty holds captions near the references' length, which CIDEr-D alone lets shrink.
     """
-    return CiderD([[tokenize(c) + [END] for c in refs] for refs in references])
+
+    def __init__(self, references: Sequence[Sequence[str]], bleu_weight: float = 0.0) -> None:
+        tokens = [[tokenize(c) for c in refs] for refs in references]
+        self.cider = CiderD([[t + [END] for t in refs] for refs in tokens])
+        self.bleu = SentenceBleu(tokens) if bleu_weight else None
+        self.bleu_weight = bleu_weight
+
+    def __call__(self, images: Sequence[int], samples: Samples, vocab: Vocab) -> torch.Tensor:
+        """The reward of each sample (``images``: the training-image index of each sampled image)."""
+        owners = [i for i in images for _ in range(samples.per_image)]
+        words = samples.words(vocab)
+        reward = self.cider.scores(owners, [w + [END] for w in words])
+        if self.bleu is not None:
+            reward = reward + self.bleu_weight * self.bleu.scores(owners, words)
+        return torch.from_numpy(reward)
 
 
-def sample_rewards(scorer: CiderD, images: Sequence[int], samples: Samples, vocab: Vocab) -> torch.Tensor:
-    """CIDEr-D of each sample against the references of its image (``images``: one index per image)."""
-    owners = [i for i in images for _ in range(samples.per_image)]
-    return torch.from_numpy(scorer.scores(owners, [w + [END] for w in samples.words(vocab)]))
-
-
-__all__ = ["Samples", "sample_captions", "ScstTerms", "scst_loss", "reward_scorer", "sample_rewards"]
+__all__ = ["Samples", "sample_captions", "ScstTerms", "scst_loss", "CaptionReward"]

@@ -27,10 +27,9 @@ from .decoding import DecodeOptions, decode
 from .errors import CheckpointError, ConfigError, DataError
 from .features import FeatureStore, LiveImages, cache_features
 from .io_utils import atomic_path, write_json
-from .cider import CiderD
 from .loss import caption_loss, update_baseline
 from .model import CaptionModel, resolve_device
-from .scst import reward_scorer, sample_rewards, scst_loss
+from .scst import CaptionReward, scst_loss
 from .vocab import Vocab, detokenize
 from .weights import save_checkpoint
 
@@ -114,35 +113,46 @@ def _xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tens
     out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
     terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=state.baseline,
                          reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
-    logs = {"ce": terms.ce, "ds": terms.doubly_stochastic, "reinforce": terms.reinforce, "reward": terms.reward}
+    logs = {"ce": terms.ce, "ds": terms.doubly_stochastic, "reinforce": terms.reinforce, "log_p": terms.reward}
     return terms.total, logs, len(lengths)
 
 
-def _scst_terms(net: torch.nn.Module, model: CaptionModel, scorer: CiderD, pairs: Pairs, images: torch.Tensor,
+def _scst_terms(net: torch.nn.Module, model: CaptionModel, reward: CaptionReward, pairs: Pairs, images: torch.Tensor,
                 store: FeatureStore, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, dict[str, float], int]:
-    """Self-critical loss: sample captions of each image, reward them by CIDEr-D against its references."""
+    """Self-critical loss: sample captions of each image, reward them against its references.
+
+    With ``cfg.scst_xe_weight`` the cross-entropy on the batch's reference captions is added, which
+    anchors the model to human phrasing while it chases the reward.
+    """
     feats = store.get(pairs.image_rows[images]).to(device, non_blocking=True)
     samples = net(feats, live=store.live, samples=cfg.scst_samples, max_len=cfg.max_len)
-    terms = scst_loss(samples, sample_rewards(scorer, images.tolist(), samples, model.vocab), alpha_c=cfg.alpha_c)
-    logs = {"cider_reward": terms.reward, "policy": terms.policy, "ds": terms.doubly_stochastic, "ce": terms.nll}
-    return terms.total, logs, len(samples.lengths)
+    terms = scst_loss(samples, reward(images.tolist(), samples, model.vocab), alpha_c=cfg.alpha_c)
+    logs = {"reward": terms.reward, "policy": terms.policy, "ds": terms.doubly_stochastic, "ce": terms.nll}
+    total = terms.total
+    if cfg.scst_xe_weight > 0:
+        caps, tokens, lengths, image_index = _batch(pairs, images, store, device)
+        out = net(caps, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
+        xe = caption_loss(out, alpha_c=cfg.alpha_c, hard=False, baseline=None)
+        total = total + cfg.scst_xe_weight * xe.total
+        logs["reference_ce"] = xe.ce
+    return total, logs, len(samples.lengths)
 
 
 def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     pairs: Pairs, store: FeatureStore, cfg: TrainConfig, state: TrainState, device: torch.device,
                     rank: int = 0, world: int = 1, on_step: Callable[[int], None] | None = None,
-                    scorer: CiderD | None = None) -> dict[str, float]:
+                    reward: CaptionReward | None = None) -> dict[str, float]:
     """One pass over the training images (from ``state.step`` on); returns mean loss terms and speed.
 
     ``cfg.objective`` picks the loss: ``xe`` trains on the reference captions, ``scst`` on captions the
-    model samples itself, rewarded by ``scorer`` (CIDEr-D against each image's references).
+    model samples itself, scored by ``reward`` against each image's references.
     """
     batches = epoch_batches(pairs.n_images, cfg.batch_size, cfg.seed, state.epoch, rank, world)
     if not batches:
         raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of "
                         f"{cfg.batch_size} x {world} process(es); lower --batch-size")
-    if cfg.objective == "scst" and scorer is None:
-        raise ValueError("self-critical training needs a reward scorer")
+    if cfg.objective == "scst" and reward is None:
+        raise ValueError("self-critical training needs a reward")
     net.train()
     hard = model.cfg.attention == "hard"
     sums: dict[str, float] = {}
@@ -153,7 +163,7 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
     for i in range(state.step, len(batches)):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             if cfg.objective == "scst":
-                total, logs, n_captions = _scst_terms(net, model, scorer, pairs, batches[i], store, cfg, device)
+                total, logs, n_captions = _scst_terms(net, model, reward, pairs, batches[i], store, cfg, device)
             else:
                 total, logs, n_captions = _xe_terms(net, hard, pairs, batches[i], store, cfg, state, device)
         optimizer.zero_grad(set_to_none=True)
@@ -162,13 +172,13 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
         optimizer.step()
         if hard and cfg.objective == "xe":
-            reward = logs.pop("reward")
+            log_p = logs.pop("log_p")
             if world > 1:  # one baseline for all ranks, so they stay in step
-                t = torch.tensor([reward], dtype=torch.float64)
+                t = torch.tensor([log_p], dtype=torch.float64)
                 dist.all_reduce(t)
-                reward = float(t) / world
-            state.baseline = update_baseline(state.baseline, reward, cfg.baseline_decay)
-        logs.pop("reward", None)
+                log_p = float(t) / world
+            state.baseline = update_baseline(state.baseline, log_p, cfg.baseline_decay)
+        logs.pop("log_p", None)
         state.step = i + 1
         if first_ce is None:
             first_ce = logs["ce"]
@@ -182,13 +192,15 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
         captions += n_captions * world
         rate = captions / max(time.perf_counter() - t0, 1e-9)
         bar.update(1)
-        shown = {"reward": f"{logs['cider_reward']:.3f}"} if "cider_reward" in logs else {"loss": f"{logs['ce']:.3f}"}
+        shown = {"reward": f"{logs['reward']:.3f}"} if "reward" in logs else {"loss": f"{logs['ce']:.3f}"}
         bar.set_postfix(**shown, caps_s=f"{rate:.0f}")
         if on_step is not None:
             on_step(i)
     bar.close()
     elapsed = time.perf_counter() - t0
-    keys = ("loss", "ce", "ds", "reinforce") if cfg.objective == "xe" else ("loss", "ce", "ds", "policy", "cider_reward")
+    keys = ("loss", "ce", "ds", "reinforce") if cfg.objective == "xe" else ("loss", "ce", "ds", "policy", "reward")
+    if cfg.objective == "scst" and cfg.scst_xe_weight > 0:
+        keys += ("reference_ce",)
     result = {k: sums[k] / count if count else math.nan for k in keys}  # nan: nothing left to train
     result.update(captions_per_s=captions / max(elapsed, 1e-9), epoch_seconds=elapsed,
                   first_ce=first_ce if first_ce is not None else math.nan)
@@ -253,9 +265,9 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     fig = Figure(figsize=(9, 3.5))
     ax1, ax2 = fig.subplots(1, 2)
     ep = [h["epoch"] for h in history]
-    if "cider_reward" in history[-1]:  # self-critical: the reward is what training raises
-        ax1.plot(ep, [h.get("cider_reward", math.nan) for h in history], marker="o")
-        ax1.set(title="training reward (CIDEr-D of samples)", xlabel="epoch")
+    if "reward" in history[-1]:  # self-critical: the reward is what training raises
+        ax1.plot(ep, [h.get("reward", math.nan) for h in history], marker="o")
+        ax1.set(title="training reward (mean over samples)", xlabel="epoch")
     else:
         ax1.plot(ep, [h.get("ce", math.nan) for h in history], marker="o")
         ax1.set(title="training cross-entropy", xlabel="epoch")
@@ -320,8 +332,8 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     else:
         store = LiveImages(paths, model.preprocess)
     pairs = make_pairs(train_recs, store, vocab, cfg.max_len)
-    scorer = reward_scorer(pairs.references) if cfg.objective == "scst" else None
-    if scorer is not None and not (cfg.init_from or resume) and rank == 0:
+    reward = CaptionReward(pairs.references, cfg.scst_bleu_weight) if cfg.objective == "scst" else None
+    if reward is not None and not (cfg.init_from or resume) and rank == 0:
         warnings.warn("self-critical training from random weights rarely learns; start from a cross-entropy "
                       "model with --init-from", stacklevel=2)
     if pairs.n_images < cfg.batch_size * world:
@@ -395,7 +407,7 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
             try:
                 stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step,
-                                        scorer)
+                                        reward)
                 scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
             except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
                 interrupted["flag"] = True
@@ -414,7 +426,7 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
                     g["lr"] *= cfg.lr_decay
             log_row({"epoch": state.epoch, **stats, **scores, "lr": optimizer.param_groups[0]["lr"]})
             if rank == 0:
-                train_fig = (f"sampled CIDEr-D {stats['cider_reward']:.3f}" if "cider_reward" in stats
+                train_fig = (f"reward of samples {stats['reward']:.3f}" if "reward" in stats
                              else f"loss {stats['ce']:.3f}")
                 print(f"epoch {state.epoch}: {train_fig}, val BLEU-4 {bleu4:.2f}"
                       f"{' (best)' if improved else ''}, {stats['captions_per_s']:.0f} captions/s", flush=True)
