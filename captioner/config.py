@@ -100,6 +100,7 @@ class TrainConfig:
     random_encoder: bool = False  # build the encoder with random weights (tests only)
     encoder_weights: str | None = None  # a weight file for torchvision encoders
     init_from: str | None = None  # start from this checkpoint's weights (e.g. hard attention from a soft model)
+    ema_decay: float = 0.0  # > 0: validate and save a moving average of the weights (e.g. 0.999); 0 = off
     objective: str = "xe"  # xe: cross-entropy on the references | scst: self-critical training on CIDEr-D
     scst_samples: int = 5  # scst: captions sampled per image; each is judged against the mean of the others
     scst_bleu_weight: float = 0.0  # scst: reward = CIDEr-D + this x sentence BLEU-4
@@ -116,6 +117,8 @@ class TrainConfig:
         if self.objective == "scst" and self.scst_samples < 2:
             raise ConfigError(f"scst_samples must be at least 2 (each sample's baseline is the others' mean), "
                               f"got {self.scst_samples}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns the average off")
         if self.scst_bleu_weight < 0 or self.scst_xe_weight < 0:
             raise ConfigError("scst_bleu_weight and scst_xe_weight must be >= 0")
         return self

@@ -8,6 +8,7 @@ continues exactly where a run stopped, even after Ctrl-C mid-epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from .config import TrainConfig, to_dict
 from .datasets import Record, load_records
 from .decoding import DecodeOptions, decode
+from .ema import WeightAverage
 from .errors import CheckpointError, ConfigError, DataError
 from .features import FeatureStore, LiveImages, cache_features
 from .io_utils import atomic_path, write_json
@@ -141,7 +143,7 @@ def _scst_terms(net: torch.nn.Module, model: CaptionModel, reward: CaptionReward
 def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     pairs: Pairs, store: FeatureStore, cfg: TrainConfig, state: TrainState, device: torch.device,
                     rank: int = 0, world: int = 1, on_step: Callable[[int], None] | None = None,
-                    reward: CaptionReward | None = None) -> dict[str, float]:
+                    reward: CaptionReward | None = None, average: WeightAverage | None = None) -> dict[str, float]:
     """One pass over the training images (from ``state.step`` on); returns mean loss terms and speed.
 
     ``cfg.objective`` picks the loss: ``xe`` trains on the reference captions, ``scst`` on captions the
@@ -171,6 +173,8 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update()
         if hard and cfg.objective == "xe":
             log_p = logs.pop("log_p")
             if world > 1:  # one baseline for all ranks, so they stay in step
@@ -241,9 +245,11 @@ def prepare_data(cfg: TrainConfig) -> tuple[list[Record], list[Record]]:
 
 
 def _save_state(path: Path, model: CaptionModel, optimizer: torch.optim.Optimizer, state: TrainState,
-                cfg: TrainConfig) -> None:
+                cfg: TrainConfig, average: WeightAverage | None) -> None:
     blob = {"model": model.checkpoint_state(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
             "state": json.dumps(state.__dict__), "config": json.dumps(to_dict(cfg))}
+    if average is not None:
+        blob["average"] = average.state_dict()
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
 
@@ -361,6 +367,14 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
                                   f"({str(exc).splitlines()[0][:120]})") from None
         state = TrainState(**json.loads(blob["state"]))
         torch.set_rng_state(blob["rng"])
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    if resume and average is not None:
+        try:
+            average.load_state_dict(blob.get("average", {}))
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{out / STATE_FILE}: training state does not match this configuration "
+                                  f"({'it has no weight average' if 'average' not in blob else exc})") from None
+    averaged = average.applied if average is not None else contextlib.nullcontext
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", to_dict(cfg), indent=2)
@@ -369,12 +383,14 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     def save_all(tag: str | None = None) -> None:
         if rank != 0:
             return
-        _save_state(out / STATE_FILE, model, optimizer, state, cfg)
-        extra = {"name": out.name, "epoch": state.epoch, "fine_tune_blocks": cfg.fine_tune_blocks}
-        save_checkpoint(out / "last.safetensors", model.checkpoint_state(), model_cfg, vocab, extra=extra)
-        if tag:
-            save_checkpoint(out / f"{tag}.safetensors", model.checkpoint_state(), model_cfg, vocab,
-                            extra={**extra, "val": state.history[-1] if state.history else {}})
+        _save_state(out / STATE_FILE, model, optimizer, state, cfg, average)
+        extra = {"name": out.name, "epoch": state.epoch, "fine_tune_blocks": cfg.fine_tune_blocks,
+                 "weights": "moving average" if average is not None else "last step"}
+        with averaged():  # the checkpoints hold the weights that were validated
+            save_checkpoint(out / "last.safetensors", model.checkpoint_state(), model_cfg, vocab, extra=extra)
+            if tag:
+                save_checkpoint(out / f"{tag}.safetensors", model.checkpoint_state(), model_cfg, vocab,
+                                extra={**extra, "val": state.history[-1] if state.history else {}})
 
     if rank == 0 and not resume and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
@@ -407,8 +423,9 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
             try:
                 stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step,
-                                        reward)
-                scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
+                                        reward, average)
+                with averaged():
+                    scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
             except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
                 interrupted["flag"] = True
                 save_all()
