@@ -26,7 +26,8 @@ import torch  # noqa: E402
 from captioner.config import ModelConfig, TrainConfig  # noqa: E402
 from captioner.features import FeatureStore, LiveImages  # noqa: E402
 from captioner.model import CaptionModel  # noqa: E402
-from captioner.train import Pairs, TrainState, train_one_epoch  # noqa: E402
+from captioner.batches import Pairs  # noqa: E402
+from captioner.train import TrainState, train_one_epoch  # noqa: E402
 from captioner.vocab import SPECIALS, Vocab  # noqa: E402
 
 FLICKR8K_EPOCH = 30_000  # training captions: 6,000 images x 5

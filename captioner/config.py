@@ -78,7 +78,8 @@ class TrainConfig:
     batch_size: int = 32  # images per batch, each with all of its captions
     lr: float = 4e-4
     encoder_lr: float = 1e-4
-    fine_tune_blocks: int = 0  # 0 = frozen encoder (features cached); N = train the last N blocks
+    fine_tune_blocks: int = 0  # 0 = frozen encoder; N = train the last N blocks
+    feature_cache: bool = True  # cache what the encoder computes up to its trained blocks; off: run it all live
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     lr_decay: float = 0.8  # multiply the learning rate by this when validation BLEU-4 does not improve

@@ -119,8 +119,27 @@ class _EfficientNetLite(nn.Module):
     def blocks(self) -> list[nn.Module]:
         return [*self.net._blocks, nn.ModuleList([self.net._conv_head, self.net._bn1])]
 
+    def run(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Stages ``start:stop`` of stem, blocks..., head (``extract_features`` when all of them)."""
+        net, blocks = self.net, self.net._blocks
+        stages = len(blocks) + 2
+        stop = stages if stop is None else stop
+        for i in range(start, stop):
+            if i == 0:
+                x = net._swish(net._bn0(net._conv_stem(x)))
+            elif i == stages - 1:
+                x = net._swish(net._bn1(net._conv_head(x)))
+            else:
+                rate = net._global_params.drop_connect_rate
+                x = blocks[i - 1](x, drop_connect_rate=rate * float(i - 1) / len(blocks) if rate else rate)
+        return x
+
+    def first_trained_stage(self, n_blocks: int) -> int:
+        """The stage where the last ``n_blocks`` of :meth:`blocks` begin."""
+        return len(self.net._blocks) + 2 - n_blocks
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
+        return self.run(x)
 
 
 class _TorchvisionTrunk(nn.Module):
@@ -141,6 +160,12 @@ class _TorchvisionTrunk(nn.Module):
 
     def blocks(self) -> list[nn.Module]:
         return self._blocks
+
+    def run(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.body[start:stop](x)
+
+    def first_trained_stage(self, n_blocks: int) -> int:
+        return list(self.body.children()).index(self._blocks[-n_blocks])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -176,9 +201,12 @@ class Encoder(nn.Module):
         """Freeze everything, then unfreeze the last ``n_blocks`` blocks (0 = fully frozen)."""
         for p in self.parameters():
             p.requires_grad_(False)
+        blocks = self.trunk.blocks()  # type: ignore[operator]
+        if n_blocks > len(blocks):
+            raise ConfigError(f"--fine-tune-blocks {n_blocks}: encoder {self.spec.name} has only {len(blocks)} blocks")
         self.fine_tune_blocks = max(0, n_blocks)
         if n_blocks > 0:
-            for block in self.trunk.blocks()[-n_blocks:]:  # type: ignore[operator]
+            for block in blocks[-n_blocks:]:
                 for p in block.parameters():
                     p.requires_grad_(True)
 
@@ -187,24 +215,52 @@ class Encoder(nn.Module):
         return self.fine_tune_blocks == 0
 
     def cache_key(self) -> str:
-        """Identifies the features this encoder computes: changes with weights, grid or preprocessing."""
+        """Identifies what :meth:`frozen_part` computes: changes with weights, grid, preprocessing or split."""
         text = f"{self.spec.name}|{self.grid}|{self.image_size}|{self.spec.mean}|{self.spec.std}|{self.weights_id}"
+        if self.fine_tune_blocks:
+            text += f"|frozen up to the last {self.fine_tune_blocks} blocks"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def frozen_part(self, images: torch.Tensor) -> torch.Tensor:
+        """What no training step changes, so it can be computed once and cached.
+
+        A frozen encoder: the B x L x D annotations. Fine-tuning the last N blocks: the activations where
+        those blocks begin (B x C x h x w), which :meth:`trained_part` turns into annotations.
+        """
         images = images.contiguous(memory_format=torch.channels_last)
-        if torch.is_grad_enabled() or len(images) <= INFERENCE_CHUNK:
-            fmap = self.trunk(images)  # B x D x h x w
-        else:  # small chunks stay in cache: 2x the images/s of one batch of 32 on a CPU
-            fmap = torch.cat([self.trunk(c) for c in images.split(INFERENCE_CHUNK)])
+        stop = self.trunk.first_trained_stage(self.fine_tune_blocks) if self.fine_tune_blocks else None
+        with torch.no_grad():
+            if len(images) <= INFERENCE_CHUNK:
+                x = self.trunk.run(images, 0, stop)
+            else:  # small chunks stay in cache: 2x the images/s of one batch of 32 on a CPU
+                x = torch.cat([self.trunk.run(c, 0, stop) for c in images.split(INFERENCE_CHUNK)])
+        return self._grid(x) if stop is None else x
+
+    def trained_part(self, frozen: torch.Tensor) -> torch.Tensor:
+        """:meth:`frozen_part`'s output -> B x L x D annotations (nothing left to do for a frozen encoder)."""
+        if not self.fine_tune_blocks:
+            return frozen
+        start = self.trunk.first_trained_stage(self.fine_tune_blocks)
+        return self._grid(self.trunk.run(frozen.contiguous(memory_format=torch.channels_last), start))
+
+    def _grid(self, fmap: torch.Tensor) -> torch.Tensor:
         if fmap.shape[-2:] != (self.grid, self.grid):
             fmap = F.adaptive_avg_pool2d(fmap, self.grid)
         return fmap.flatten(2).transpose(1, 2).contiguous()  # B x L x D
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self.trained_part(self.frozen_part(images))
+        return self._grid(self.trunk(images.contiguous(memory_format=torch.channels_last)))  # B x D x h x w -> B x L x D
+
     def train(self, mode: bool = True) -> "Encoder":
-        # batch-norm statistics stay frozen even when fine-tuning: caption batches are small and
-        # correlated (five captions per image), so their statistics would only add noise
-        super().train(mode and not self.frozen)
+        # only the fine-tuned blocks train (their drop-connect included): the frozen ones compute exactly
+        # what the feature cache holds. Batch-norm statistics stay frozen even there: caption batches are
+        # small and correlated (five captions per image), so their statistics would only add noise
+        super().train(False)
+        if mode and not self.frozen:
+            for block in self.trunk.blocks()[-self.fine_tune_blocks:]:
+                block.train(True)
         for m in self.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()

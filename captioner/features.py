@@ -1,8 +1,10 @@
-"""A disk cache of encoder grids: with a frozen encoder, each image is encoded once, ever.
+"""A disk cache of what the encoder computes that training never changes: each image is encoded once, ever.
 
+For a frozen encoder that is the annotation grid itself; when the last blocks are fine-tuned, it is the
+activations where those blocks begin, so each training step runs only the blocks being trained.
 Features live in a memory-mapped ``.npy`` (fp16 by default: half the disk, no measurable loss) under a
-folder named by the encoder's cache key (name, weights, grid, preprocessing) and by the list of
-images. A changed encoder, grid or preprocessing gives a new key, so a stale cache is never read.
+folder named by the encoder's cache key (name, weights, grid, preprocessing, fine-tuned blocks) and by
+the list of images. Any change gives a new key, so a stale cache is never read.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _collate(items):
 
 
 class FeatureStore:
-    """Row ``i`` holds the L x D grid of image ``paths[i]``; ``valid[i]`` is False for unreadable images."""
+    """Row ``i`` holds :meth:`Encoder.frozen_part` of image ``paths[i]``; ``valid[i]`` is False for unreadable images."""
 
     live = False
 
@@ -94,24 +96,25 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
             arr = np.load(array_path, mmap_mode="r")
             return FeatureStore(arr, paths, np.asarray(meta["valid"], dtype=bool))
     folder.mkdir(parents=True, exist_ok=True)
-    L, D = encoder.grid**2, encoder.spec.feature_dim
+    encoder = encoder.to(device).eval()
+    side = encoder.image_size
+    shape = tuple(encoder.frozen_part(torch.zeros(1, 3, side, side, device=device)).shape[1:])
     valid = np.zeros(len(paths), dtype=bool)
     errors: list[str] = []
     loader = DataLoader(_ImageFiles(paths, build_preprocess(encoder.spec, encoder.grid)), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate,
                         generator=torch.Generator())  # own generator: caching must not shift the global RNG
-    encoder = encoder.to(device).eval()
     with atomic_path(array_path) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if fp16 else np.float32, shape=(len(paths), L, D))
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if fp16 else np.float32, shape=(len(paths), *shape))
         with torch.no_grad():
             for idx, batch, bad in tqdm(loader, desc="encoding images", unit="batch", disable=not progress):
                 errors.extend(err for _, err in bad)
                 if batch is not None:
-                    arr[idx.numpy()] = encoder(batch.to(device)).cpu().numpy()
+                    arr[idx.numpy()] = encoder.frozen_part(batch.to(device)).cpu().numpy()
                     valid[idx.numpy()] = True
         arr.flush()
         del arr
-    write_json(meta_path, {"paths": paths, "valid": valid.tolist(), "encoder": encoder.cache_key(), "shape": [len(paths), L, D]})
+    write_json(meta_path, {"paths": paths, "valid": valid.tolist(), "encoder": encoder.cache_key(), "shape": [len(paths), *shape]})
     if errors:
         warnings.warn(f"{len(errors)} of {len(paths)} images could not be read and are left out "
                       f"(first: {'; '.join(errors[:3])})", stacklevel=2)
@@ -119,10 +122,10 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
 
 
 class LiveImages:
-    """The FeatureStore interface over image files, for a fine-tuned encoder: nothing is cached.
+    """The FeatureStore interface over image files, with nothing cached (``--no-feature-cache``).
 
-    ``get`` returns preprocessed pixels; the model's forward runs the encoder on them, so gradients
-    reach the unfrozen blocks.
+    ``get`` returns preprocessed pixels; the model's forward runs the whole encoder on them, so gradients
+    reach any unfrozen blocks.
     """
 
     live = True

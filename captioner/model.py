@@ -61,13 +61,13 @@ class CaptionModel(torch.nn.Module):
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
                 *, live: bool, expected_prob: float = 0.5, image_index: torch.Tensor | None = None,
                 samples: int = 0, max_len: int = 20):
-        """A training pass; ``inputs`` are cached features, or pixels when ``live``.
+        """A training pass; ``inputs`` are cached :meth:`Encoder.frozen_part` outputs, or pixels when ``live``.
 
         Teacher-forced over ``captions`` (cross-entropy), or, with ``samples`` > 0, that many sampled
         captions per image with their log-probabilities (self-critical training). One module for
         DistributedDataParallel to wrap, so a fine-tuned encoder's gradients are synchronised too.
         """
-        feats = self.encoder(inputs) if live else inputs
+        feats = self.annotations(inputs, live)
         if samples:
             from .scst import sample_captions
 
@@ -77,7 +77,8 @@ class CaptionModel(torch.nn.Module):
         return self.decoder(feats, captions, lengths, expected_prob=expected_prob, image_index=image_index)
 
     def annotations(self, inputs: torch.Tensor, live: bool) -> torch.Tensor:
-        return self.encoder(inputs) if live else inputs
+        """B x L x D annotations from pixels (``live``) or from cached :meth:`Encoder.frozen_part` outputs."""
+        return self.encoder(inputs) if live else self.encoder.trained_part(inputs)
 
     @torch.no_grad()
     def features(self, images: Sequence[Image.Image]) -> torch.Tensor:

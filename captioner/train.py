@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from .batches import Pairs, epoch_batches, make_pairs
 from .config import TrainConfig, to_dict
 from .datasets import Record, load_records
 from .decoding import DecodeOptions, decode
@@ -29,9 +30,10 @@ from .ema import WeightAverage
 from .errors import CheckpointError, ConfigError, DataError
 from .features import FeatureStore, LiveImages, cache_features
 from .io_utils import atomic_path, write_json
-from .loss import caption_loss, update_baseline
+from .loss import update_baseline
 from .model import CaptionModel, resolve_device
-from .scst import CaptionReward, scst_loss
+from .objectives import scst_terms, xe_terms
+from .scst import CaptionReward
 from .vocab import Vocab, detokenize
 from .weights import save_checkpoint
 
@@ -48,96 +50,6 @@ class TrainState:
     bad_epochs: int = 0
     baseline: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class Pairs:
-    """Training captions grouped by image: image k owns captions starts[k]:starts[k+1]."""
-
-    image_rows: torch.Tensor  # M feature-store rows, one per image
-    starts: torch.Tensor  # M + 1 offsets into the caption arrays
-    tokens: torch.Tensor  # N x T, padded
-    lengths: torch.Tensor  # N, tokens incl. <start>/<end>
-    references: list[list[str]]  # M: the raw captions of each image (self-critical rewards)
-
-    @property
-    def n_images(self) -> int:
-        return len(self.image_rows)
-
-
-def make_pairs(records: list[Record], store: FeatureStore, vocab: Vocab, max_len: int) -> Pairs:
-    rows, starts, seqs, refs = [], [0], [], []
-    for r in records:
-        row = store.row[r.image_path]
-        if not store.valid[row] or not r.captions:
-            continue
-        rows.append(row)
-        refs.append(list(r.captions))
-        seqs.extend(vocab.encode(cap, max_len=max_len) for cap in r.captions)
-        starts.append(len(seqs))
-    if not seqs:
-        raise DataError("no usable training captions (every image failed to load, or none has captions)")
-    T = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), T), vocab.pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, : len(s)] = torch.tensor(s)
-    return Pairs(torch.tensor(rows), torch.tensor(starts), tokens, torch.tensor([len(s) for s in seqs]), refs)
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:
-    """The image batches of one epoch: a permutation fixed by (seed, epoch), so a resumed run sees the same ones.
-
-    Each global batch holds batch_size * world images; rank r takes every world-th of them.
-    """
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n, generator=gen)
-    size = batch_size * world
-    return [perm[i : i + size][rank::world] for i in range(0, n - size + 1, size)]
-
-
-def _batch(pairs: Pairs, images: torch.Tensor, store: FeatureStore, device: torch.device):
-    """Features of the batch's images (once each) and all their captions, longest first."""
-    spans = [torch.arange(int(pairs.starts[k]), int(pairs.starts[k + 1])) for k in images.tolist()]
-    caps = torch.cat(spans)
-    image_index = torch.cat([torch.full((len(sp),), j, dtype=torch.long) for j, sp in enumerate(spans)])
-    lengths = pairs.lengths[caps]
-    order = lengths.argsort(descending=True, stable=True)
-    caps, lengths, image_index = caps[order], lengths[order], image_index[order]
-    feats = store.get(pairs.image_rows[images]).to(device, non_blocking=True)
-    tokens = pairs.tokens[caps, : int(lengths.max())].to(device)
-    return feats, tokens, lengths.to(device), image_index.to(device)
-
-
-def _xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tensor, store: FeatureStore,
-              cfg: TrainConfig, state: TrainState, device: torch.device) -> tuple[torch.Tensor, dict[str, float], int]:
-    """Cross-entropy (+ REINFORCE for hard attention) on the reference captions of a batch of images."""
-    feats, tokens, lengths, image_index = _batch(pairs, images, store, device)
-    out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
-    terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=state.baseline,
-                         reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
-    logs = {"ce": terms.ce, "ds": terms.doubly_stochastic, "reinforce": terms.reinforce, "log_p": terms.reward}
-    return terms.total, logs, len(lengths)
-
-
-def _scst_terms(net: torch.nn.Module, model: CaptionModel, reward: CaptionReward, pairs: Pairs, images: torch.Tensor,
-                store: FeatureStore, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, dict[str, float], int]:
-    """Self-critical loss: sample captions of each image, reward them against its references.
-
-    With ``cfg.scst_xe_weight`` the cross-entropy on the batch's reference captions is added, which
-    anchors the model to human phrasing while it chases the reward.
-    """
-    feats = store.get(pairs.image_rows[images]).to(device, non_blocking=True)
-    samples = net(feats, live=store.live, samples=cfg.scst_samples, max_len=cfg.max_len)
-    terms = scst_loss(samples, reward(images.tolist(), samples, model.vocab), alpha_c=cfg.alpha_c)
-    logs = {"reward": terms.reward, "policy": terms.policy, "ds": terms.doubly_stochastic, "ce": terms.nll}
-    total = terms.total
-    if cfg.scst_xe_weight > 0:
-        caps, tokens, lengths, image_index = _batch(pairs, images, store, device)
-        out = net(caps, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
-        xe = caption_loss(out, alpha_c=cfg.alpha_c, hard=False, baseline=None)
-        total = total + cfg.scst_xe_weight * xe.total
-        logs["reference_ce"] = xe.ce
-    return total, logs, len(samples.lengths)
 
 
 def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -165,9 +77,9 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
     for i in range(state.step, len(batches)):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             if cfg.objective == "scst":
-                total, logs, n_captions = _scst_terms(net, model, reward, pairs, batches[i], store, cfg, device)
+                total, logs, n_captions = scst_terms(net, model, reward, pairs, batches[i], store, cfg, device)
             else:
-                total, logs, n_captions = _xe_terms(net, hard, pairs, batches[i], store, cfg, state, device)
+                total, logs, n_captions = xe_terms(net, hard, pairs, batches[i], store, cfg, state.baseline, device)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if cfg.grad_clip > 0:
@@ -332,7 +244,7 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
                          encoder_weights=cfg.encoder_weights, fine_tune_blocks=cfg.fine_tune_blocks, name=out.name)
     paths = sorted({r.image_path for r in train_recs} | {r.image_path for r in val_recs})
     store: FeatureStore | LiveImages
-    if model.encoder.frozen:
+    if cfg.feature_cache:
         store = cache_features(model.encoder, paths, cfg.cache_dir, fp16=cfg.fp16_cache,
                                progress=cfg.progress and rank == 0, workers=cfg.workers, device=device)
     else:

@@ -38,7 +38,7 @@ def test_cache_is_reused_and_matches_the_encoder(images, tmp_path):
     def boom(*a, **k):
         raise AssertionError("the encoder ran again although the cache is valid")
 
-    enc.forward = boom
+    enc.forward = enc.frozen_part = boom
     again = cache_features(enc, images, tmp_path, fp16=False, progress=False)
     assert np.array_equal(np.asarray(again.array), np.asarray(store.array))
 
@@ -83,3 +83,35 @@ def test_torchvision_weights_load_from_a_named_file(tmp_path):
     enc = Encoder("resnet50", 2, weights=str(path))
     torch.testing.assert_close(enc.trunk.body[0].weight, net.conv1.weight)
     assert enc(torch.randn(1, 3, 64, 64)).shape == (1, 4, 2048)
+
+
+@pytest.mark.parametrize("name,blocks", [("efficientnet-lite0", 0), ("efficientnet-lite0", 1),
+                                         ("efficientnet-lite0", 4), ("resnet50", 1), ("vgg16", 3)])
+def test_frozen_then_trained_part_is_the_whole_encoder(name, blocks):
+    torch.manual_seed(0)
+    enc = Encoder(name, 2, pretrained=name.startswith("efficientnet"), fine_tune_blocks=blocks).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        whole = enc._grid(enc.trunk(x.contiguous(memory_format=torch.channels_last)))
+        split = enc.trained_part(enc.frozen_part(x))
+    torch.testing.assert_close(split, whole)
+    frozen = enc.frozen_part(x)
+    assert frozen.dim() == (3 if blocks == 0 else 4)  # annotations, or activations for the trained blocks
+    if blocks:  # the trained part carries the gradient to every unfrozen parameter
+        grads = torch.autograd.grad(enc.trained_part(frozen).sum(), [p for p in enc.parameters() if p.requires_grad])
+        assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_fine_tuning_caches_the_activations_before_the_trained_blocks(images, tmp_path):
+    frozen, tuned = Encoder("efficientnet-lite0", 2), Encoder("efficientnet-lite0", 2, fine_tune_blocks=1)
+    assert frozen.cache_key() != tuned.cache_key()
+    with pytest.warns(UserWarning):
+        store = cache_features(tuned, images, tmp_path, fp16=False, progress=False)
+    assert store.shape == (4, 320, 2, 2)  # the input of EfficientNet-Lite0's head, at 64 px
+    from captioner.images import load_image
+    from captioner.encoder import build_preprocess
+
+    pixels = build_preprocess(tuned.spec, 2)(load_image(images[0])).unsqueeze(0)
+    torch.testing.assert_close(tuned.trained_part(store.get([0])), tuned(pixels), rtol=1e-4, atol=1e-4)
+    with pytest.raises(Exception, match="has only 17 blocks"):
+        Encoder("efficientnet-lite0", 2, fine_tune_blocks=18)

@@ -129,6 +129,14 @@ def test_fine_tuning_trains_only_the_last_blocks(shapes, tmp_path):
     assert not tuned.encoder.frozen and fresh.caption(next((shapes / "images" / "val").glob("*.jpg")), beam=1).words
 
 
+def test_fine_tuning_from_cached_activations_trains_like_the_live_encoder(shapes, tmp_path):
+    kw = dict(epochs=1, fine_tune_blocks=2, encoder_lr=1e-3, fp16_cache=False, model=tiny_config("soft", grid=2))
+    cached = train_main(make_cfg(shapes, tmp_path / "cached", **kw))["history"][0]
+    live = train_main(make_cfg(shapes, tmp_path / "live", feature_cache=False, **kw))["history"][0]
+    assert cached["first_ce"] == pytest.approx(live["first_ce"], abs=1e-4)
+    assert cached["ce"] == pytest.approx(live["ce"], rel=1e-3)
+
+
 def test_bf16_training_learns_like_fp32(shapes, tmp_path):
     fp32 = train_main(make_cfg(shapes, tmp_path / "fp32", epochs=2))["history"]
     bf16 = train_main(make_cfg(shapes, tmp_path / "bf16", epochs=2, precision="bf16"))["history"]
