@@ -86,6 +86,7 @@ class TrainConfig:
     lr_patience: int = 1
     early_stop: int = 4  # stop after this many epochs without a better validation BLEU-4
     alpha_c: float = 1.0  # doubly stochastic regularisation weight
+    label_smoothing: float = 0.0  # cross-entropy against (1 - eps) one-hot + eps uniform
     entropy_weight: float = 0.01  # hard attention: entropy bonus lambda_e
     reinforce_weight: float = 1.0  # hard attention: weight of the REINFORCE term lambda_r
     baseline_decay: float = 0.9  # hard attention: moving-average baseline b <- decay b + (1 - decay) log p
@@ -118,6 +119,8 @@ class TrainConfig:
         if self.objective == "scst" and self.scst_samples < 2:
             raise ConfigError(f"scst_samples must be at least 2 (each sample's baseline is the others' mean), "
                               f"got {self.scst_samples}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns the average off")
         if self.scst_bleu_weight < 0 or self.scst_xe_weight < 0:

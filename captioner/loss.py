@@ -21,7 +21,7 @@ class LossTerms:
 
 
 def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float | None,
-                 reinforce_weight: float = 1.0, entropy_weight: float = 0.01) -> LossTerms:
+                 reinforce_weight: float = 1.0, entropy_weight: float = 0.01, label_smoothing: float = 0.0) -> LossTerms:
     """Loss to minimise for one batch.
 
     For hard attention the attention parameters get their gradient from the REINFORCE estimator of
@@ -29,10 +29,15 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
     trained on the expected context (probability 0.5 each) backpropagate through alpha directly, so
     their REINFORCE term is zero.
     """
-    ce_tok = F.cross_entropy(out.logits, out.targets, reduction="none")
+    logp_all = F.log_softmax(out.logits.float(), dim=1)
+    ce_tok = -logp_all.gather(1, out.targets.unsqueeze(1)).squeeze(1)  # the true NLL: logged, and REINFORCE's reward
     ce = ce_tok.mean()
+    if label_smoothing:  # (1 - eps) NLL + eps x cross-entropy against the uniform distribution
+        fit = (1.0 - label_smoothing) * ce + label_smoothing * -logp_all.mean(1).mean()
+    else:
+        fit = ce
     ds = alpha_c * ((1.0 - out.alpha_sum) ** 2).sum(1).mean()
-    total = ce + ds
+    total = fit + ds
     rl = ent = reward = torch.zeros((), device=ce.device)
     if hard:
         B = out.alpha_sum.shape[0]

@@ -23,7 +23,8 @@ def xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tenso
     tokens, lengths, image_index = caption_tensors(pairs, images, device)
     out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
     terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=baseline,
-                         reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight)
+                         reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight,
+                         label_smoothing=cfg.label_smoothing)
     logs = {"ce": terms.ce, "ds": terms.doubly_stochastic, "reinforce": terms.reinforce, "log_p": terms.reward}
     return terms.total, logs, len(lengths)
 
@@ -43,7 +44,7 @@ def scst_terms(net: torch.nn.Module, model: CaptionModel, reward: CaptionReward,
     if cfg.scst_xe_weight > 0:
         tokens, lengths, image_index = caption_tensors(pairs, images, device)
         out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
-        xe = caption_loss(out, alpha_c=cfg.alpha_c, hard=False, baseline=None)
+        xe = caption_loss(out, alpha_c=cfg.alpha_c, hard=False, baseline=None, label_smoothing=cfg.label_smoothing)
         total = total + cfg.scst_xe_weight * xe.total
         logs["reference_ce"] = xe.ce
     return total, logs, len(samples.lengths)

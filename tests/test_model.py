@@ -55,6 +55,24 @@ def test_shapes_normalised_attention_and_finite_gradients(attention, score):
     assert any(n.startswith("attention.") for n in grads), "attention parameters get no gradient"
 
 
+def test_label_smoothing_mixes_in_the_uniform_target_and_logs_the_true_nll():
+    torch.manual_seed(0)
+    dec = Decoder(cfg())
+    feats, caps, lengths = batch()
+    out = dec(feats, caps, lengths)
+    plain = caption_loss(out, alpha_c=0.0, hard=False, baseline=None)
+    smooth = caption_loss(out, alpha_c=0.0, hard=False, baseline=None, label_smoothing=0.1)
+    uniform = -torch.log_softmax(out.logits, 1).mean(1).mean()
+    torch.testing.assert_close(smooth.total, 0.9 * plain.total + 0.1 * uniform)
+    torch.testing.assert_close(plain.total, torch.nn.functional.cross_entropy(out.logits, out.targets))
+    assert smooth.ce == plain.ce  # what is logged (and rewarded, for hard attention) is the real NLL
+    from captioner.config import TrainConfig
+    from captioner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0).validate()
+
+
 def test_shrinking_batch_matches_full_padding_computation():
     """Computing only running captions must give the same logits as a per-caption run."""
     torch.manual_seed(0)
