@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.beam < 1:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")
+    if args.no_repeat_ngram < 0:
+        raise ConfigError(f"--no-repeat-ngram must be 0 (off) or more, got {args.no_repeat_ngram}")
     if args.max_len < 1:
         raise ConfigError(f"--max-len must be at least 1, got {args.max_len}")
     if args.batch_size < 1:
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     names = _output_names(paths)
     model = load_model(args.model, device=args.device)
     opts = DecodeOptions(beam=args.beam, max_len=args.max_len, hard_mode=args.hard_mode, sample=args.sample,
-                         seed=args.seed)
+                         seed=args.seed, no_repeat_ngram=args.no_repeat_ngram)
     entries: list[dict] = [error_entry(p, msg, model.name) for p, msg in problems]
     failures = [msg for _, msg in problems]
     for start in range(0, len(paths), args.batch_size):

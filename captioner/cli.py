@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--batch-size", type=int, default=16, help="images decoded together (default 16)")
     p.add_argument("--hard-mode", choices=["argmax", "expect", "sample"], help="hard attention location at test time")
+    p.add_argument("--no-repeat-ngram", type=int, default=3, metavar="N",
+                   help="never repeat an N-gram (nor a word twice in a row) within a caption; 0 = off (default 3)")
     p.add_argument("--sample", action="store_true", help="sample words instead of beam search (use --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
 

@@ -26,6 +26,7 @@ class DecodeOptions:
     temperature: float = 1.0
     seed: int = 0
     ban_unk: bool = True
+    no_repeat_ngram: int = 3  # n > 0: no word twice in a row and, for n >= 2, no n-gram twice in a caption; 0 = off
 
 
 @dataclass
@@ -50,6 +51,24 @@ def _banned(vocab: Vocab, ban_unk: bool) -> list[int]:
     return ids + ([vocab.unk_id] if ban_unk else [])
 
 
+def _ban_repeats(logp: torch.Tensor, history: torch.Tensor, n: int) -> torch.Tensor:
+    """Forbid each row's next word where it repeats the word just emitted ("two two dogs") or, for
+    ``n`` >= 2, where it would complete an n-gram already in that row's ``history``.
+
+    Banning every repeated word would forbid the second "a" of "a man in a hat": n-grams are the unit.
+    """
+    if n <= 0 or history.shape[1] == 0:
+        return logp
+    banned = torch.zeros_like(logp, dtype=torch.bool)
+    banned.scatter_(1, history[:, -1:], True)
+    if n >= 2 and history.shape[1] >= n:
+        windows = history.unfold(1, n, 1)  # R x W x n: every n-gram so far
+        match = (windows[:, :, :-1] == history[:, -(n - 1):].unsqueeze(1)).all(2)  # its first n-1 words end the row
+        rows, cols = match.nonzero(as_tuple=True)
+        banned[rows, windows[rows, cols, -1]] = True
+    return logp.masked_fill(banned, -float("inf"))
+
+
 def _norm(log_prob: float, length: int, penalty: float) -> float:
     return log_prob / max(length, 1) ** penalty
 
@@ -72,6 +91,8 @@ def greedy(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: DecodeOpti
         h, c = out.h, out.c
         logp = torch.log_softmax(logits / opts.temperature, dim=1)
         logp[:, banned] = -float("inf")
+        if tokens:
+            logp = _ban_repeats(logp, torch.stack(tokens, 1), opts.no_repeat_ngram)
         if t == 0:
             logp[:, vocab.end_id] = -float("inf")  # never an empty caption
         if t == opts.max_len:
@@ -129,6 +150,7 @@ def beam_search(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: Decod
         logits, out = decoder.next_logits(prev, h, c, memory, mode=mode, generator=gen)
         logp = torch.log_softmax(logits, dim=1)
         logp[:, banned] = -float("inf")
+        logp = _ban_repeats(logp, tok_hist, opts.no_repeat_ngram)
         if t == 0:
             logp[:, vocab.end_id] = -float("inf")
         if t == opts.max_len:

@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default 3)")
     p.add_argument("--max-len", type=int, default=20, help="longest caption in words (default 20)")
     p.add_argument("--hard-mode", choices=["argmax", "expect", "sample"], help="hard attention location at test time")
+    p.add_argument("--no-repeat-ngram", type=int, default=3, metavar="N",
+                   help="never repeat an N-gram (nor a word twice in a row) within a caption; 0 = off (default 3)")
     p.add_argument("--instances", help="COCO instances JSON of the same images: adds the attention pointing game")
     p.add_argument("--out", help=f"folder for {METRICS_FILE} and {RESULTS_FILE} (COCO results format); "
                                  f"default: print only")
@@ -50,6 +52,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("beam", "max_len", "batch_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.no_repeat_ngram < 0:
+        raise ConfigError(f"--no-repeat-ngram must be 0 (off) or more, got {args.no_repeat_ngram}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     if args.predictions and args.model:
@@ -121,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
             model = load_model(args.model or "default", device=args.device)
             model_name = model.name
-            opts = DecodeOptions(beam=args.beam, max_len=args.max_len, hard_mode=args.hard_mode)
+            opts = DecodeOptions(beam=args.beam, max_len=args.max_len, hard_mode=args.hard_mode,
+                                 no_repeat_ngram=args.no_repeat_ngram)
             with tqdm(total=len(records), desc="evaluate", unit="image", disable=not sys.stderr.isatty(),
                       dynamic_ncols=True) as bar:
                 ev = evaluate(model, records, opts, batch_size=args.batch_size, instances=instances,
@@ -137,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         "split": split,
         "beam": None if args.predictions else args.beam,
         "max_len": None if args.predictions else args.max_len,
+        "no_repeat_ngram": None if args.predictions else args.no_repeat_ngram,
+        "hard_mode": None if args.predictions else args.hard_mode,
         "instances": args.instances,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "java": "METEOR" in ev.metrics,

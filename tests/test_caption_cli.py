@@ -286,6 +286,7 @@ def test_all_inputs_bad(tiny_checkpoint, tmp_path, capsys):
     (["--batch-size", "0"], "--batch-size"),
     (["--beam", "0"], "--beam"),
     (["--max-len", "0"], "--max-len"),
+    (["--no-repeat-ngram", "-1"], "--no-repeat-ngram"),
 ])
 def test_bad_numbers(tiny_checkpoint, photos, capsys, flags, expect):
     rc, out, err = _run(capsys, str(photos[0]), "--model", str(tiny_checkpoint), *flags)

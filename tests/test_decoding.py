@@ -90,3 +90,32 @@ def test_hard_attention_reports_locations():
             assert res.locations is not None and len(res.locations) == len(res.words)
             # argmax decoding: the chosen cell is the peak of that word's map
             assert res.locations == [int(a.argmax()) for a in res.alphas]
+
+
+def test_ban_repeats_forbids_the_last_word_and_repeated_ngrams():
+    from captioner.decoding import _ban_repeats
+
+    history = torch.tensor([[4, 5, 6, 4, 5], [4, 5, 6, 7, 4]])
+    banned = lambda n: [torch.isinf(row).nonzero().flatten().tolist() for row in _ban_repeats(torch.zeros(2, 9), history, n)]
+    assert banned(0) == [[], []]
+    assert banned(1) == [[5], [4]]  # only the word just emitted
+    assert banned(2) == [[5, 6], [4, 5]]  # "5 6" and "4 5" were seen
+    assert banned(3) == [[5, 6], [4]]  # "4 5 6" was seen; nothing followed "7 4"
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_no_repeat_ngram_stops_a_model_that_loops(beam):
+    torch.manual_seed(0)
+    vocab = tiny_vocab()
+    dec = Decoder(tiny_config(vocab_size=len(vocab))).eval()
+    with torch.no_grad():
+        dec.l_o.bias[vocab.stoi["red"]] = 8.0  # "red" after every word
+        dec.l_o.bias[vocab.end_id] = -8.0
+    feats = torch.randn(3, 4, 1280)
+    looping = decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=9, no_repeat_ngram=0))
+    assert all(r.words.count("red") >= 5 for r in looping)
+    for n in (1, 2, 3):
+        for r in decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=9, no_repeat_ngram=n)):
+            assert all(a != b for a, b in zip(r.words, r.words[1:]))
+            grams = [tuple(r.words[i : i + n]) for i in range(len(r.words) - n + 1)]
+            assert n == 1 or len(grams) == len(set(grams)), r.words
