@@ -200,15 +200,25 @@ def init_weights(model: CaptionModel, path: str) -> None:
     """Warm start: copy every matching tensor from another checkpoint with the same vocabulary.
 
     The attention type may differ (soft -> hard shares every parameter); anything else that differs in
-    shape is an error, and parameters the source lacks (a local-attention window) keep their init.
+    shape is an error, and parameters the source lacks (a local-attention window) keep their init. A
+    source whose encoder was fine-tuned passes its encoder on too, which needs at least as many of its
+    last blocks trainable here: frozen blocks are read from the feature cache, made with the original weights.
     """
-    from .weights import read_checkpoint, resolve_model_path
+    from .weights import check_shapes, read_checkpoint, resolve_model_path
 
     src = resolve_model_path(path)
-    tensors, src_cfg, src_vocab, _ = read_checkpoint(src)
+    tensors, src_cfg, src_vocab, extra = read_checkpoint(src)
     if src_vocab != model.vocab:
         raise CheckpointError(f"{src}: its vocabulary ({len(src_vocab)} words) differs from this data's "
                               f"({len(model.vocab)}); --init-from needs the same data and --min-word-count")
+    enc = {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    if enc:
+        tuned = int(extra.get("fine_tune_blocks", 0))
+        if src_cfg.encoder != model.cfg.encoder or tuned > model.encoder.fine_tune_blocks:
+            raise CheckpointError(f"{src}: its {src_cfg.encoder} encoder has its last {tuned} blocks fine-tuned; "
+                                  f"continue with --encoder {src_cfg.encoder} --fine-tune-blocks {tuned} (or more)")
+        check_shapes(src, model.encoder.state_dict(), enc)
+        model.encoder.load_state_dict(enc)
     own = model.decoder.state_dict()
     dec = {k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")}
     for k, v in dec.items():

@@ -137,6 +137,24 @@ def test_fine_tuning_from_cached_activations_trains_like_the_live_encoder(shapes
     assert cached["ce"] == pytest.approx(live["ce"], rel=1e-3)
 
 
+def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
+    from captioner.model import CaptionModel
+    from captioner.train import init_weights
+    import captioner
+
+    train_main(make_cfg(shapes, tmp_path / "ft", epochs=1, fine_tune_blocks=1, encoder_lr=1e-2))
+    source = tmp_path / "ft" / "best.safetensors"
+    src = captioner.load_model(str(source))
+    target = CaptionModel(src.cfg, src.vocab, fine_tune_blocks=1)
+    head = "trunk.net._conv_head.weight"
+    assert not torch.equal(target.encoder.state_dict()[head], src.encoder.state_dict()[head])  # it was tuned
+    init_weights(target, str(source))
+    for (k, v), w in zip(src.encoder.state_dict().items(), target.encoder.state_dict().values()):
+        torch.testing.assert_close(w, v, msg=k)
+    with pytest.raises(CheckpointError, match="--fine-tune-blocks 1"):  # its tuned head cannot come from a frozen cache
+        init_weights(CaptionModel(src.cfg, src.vocab), str(source))
+
+
 def test_bf16_training_learns_like_fp32(shapes, tmp_path):
     fp32 = train_main(make_cfg(shapes, tmp_path / "fp32", epochs=2))["history"]
     bf16 = train_main(make_cfg(shapes, tmp_path / "bf16", epochs=2, precision="bf16"))["history"]
