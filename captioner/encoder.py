@@ -209,6 +209,7 @@ class Encoder(nn.Module):
             for block in blocks[-n_blocks:]:
                 for p in block.parameters():
                     p.requires_grad_(True)
+        self.train(self.training)  # batch norm and the frozen blocks in eval mode from the start
 
     @property
     def frozen(self) -> bool:

@@ -132,12 +132,17 @@ def validate(model: CaptionModel, records: list[Record], store: FeatureStore, cf
     records = [r for r in records if store.valid[store.row[r.image_path]]][: cfg.val_images or None]
     preds: dict[str, str] = {}
     opts = DecodeOptions(beam=cfg.val_beam, max_len=cfg.max_len)
-    for i in range(0, len(records), 100):
-        chunk = records[i : i + 100]
-        inputs = store.get([store.row[r.image_path] for r in chunk]).to(device)
-        feats = model.annotations(inputs, store.live)
-        for r, res in zip(chunk, decode(model.decoder, feats, model.vocab, opts)):
-            preds[r.image_id] = detokenize(res.words)
+    was_training = model.training
+    model.eval()  # fine-tuned encoder blocks too: no drop-connect, no batch statistics from validation images
+    try:
+        for i in range(0, len(records), 100):
+            chunk = records[i : i + 100]
+            inputs = store.get([store.row[r.image_path] for r in chunk]).to(device)
+            feats = model.annotations(inputs, store.live)
+            for r, res in zip(chunk, decode(model.decoder, feats, model.vocab, opts)):
+                preds[r.image_id] = detokenize(res.words)
+    finally:
+        model.train(was_training)
     refs = {r.image_id: list(r.captions) for r in records}
     return score_captions(preds, refs, metrics=list(metrics))
 

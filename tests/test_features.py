@@ -115,3 +115,13 @@ def test_fine_tuning_caches_the_activations_before_the_trained_blocks(images, tm
     torch.testing.assert_close(tuned.trained_part(store.get([0])), tuned(pixels), rtol=1e-4, atol=1e-4)
     with pytest.raises(Exception, match="has only 17 blocks"):
         Encoder("efficientnet-lite0", 2, fine_tune_blocks=18)
+
+
+def test_batch_norm_statistics_never_move_even_while_fine_tuning():
+    enc = Encoder("efficientnet-lite0", 2, fine_tune_blocks=2)  # a fresh module: nn.Module starts in train mode
+    before = {k: v.clone() for k, v in enc.state_dict().items() if "running" in k}
+    enc(torch.randn(4, 3, 64, 64)).sum().backward()
+    enc.train()
+    enc(torch.randn(4, 3, 64, 64)).sum().backward()
+    after = enc.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())

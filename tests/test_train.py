@@ -155,6 +155,33 @@ def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
         init_weights(CaptionModel(src.cfg, src.vocab), str(source))
 
 
+def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, monkeypatch):
+    import captioner.train as train
+    from captioner.features import cache_features
+    from captioner.model import CaptionModel
+    from captioner.vocab import Vocab
+
+    cfg = make_cfg(shapes, tmp_path / "v", fine_tune_blocks=2, model=tiny_config("soft", grid=2))
+    _, val = train.prepare_data(cfg)
+    vocab = Vocab.build([c for r in val for c in r.captions], min_count=1)
+    cfg.model.vocab_size = len(vocab)
+    model = CaptionModel(cfg.model, vocab, fine_tune_blocks=2).train()
+    net = model.encoder.trunk.net  # EfficientNet-Lite0: its last block and head are the tuned ones
+    store = cache_features(model.encoder, [r.image_path for r in val], tmp_path / "cache", progress=False)
+    seen = []
+
+    def spy(decoder, feats, vocab, opts):
+        seen.append((feats.clone(), [net._blocks[-1].training, net._conv_head.training]))
+        return real(decoder, feats, vocab, opts)
+
+    real = train.decode
+    monkeypatch.setattr(train, "decode", spy)
+    train.validate(model, val, store, cfg, torch.device("cpu"))
+    train.validate(model, val, store, cfg, torch.device("cpu"))
+    assert torch.equal(seen[0][0], seen[1][0])  # no drop-connect: the same features both times
+    assert seen[0][1] == [False, False] and model.training and net._blocks[-1].training and net._conv_head.training
+
+
 def test_bf16_training_learns_like_fp32(shapes, tmp_path):
     fp32 = train_main(make_cfg(shapes, tmp_path / "fp32", epochs=2))["history"]
     bf16 = train_main(make_cfg(shapes, tmp_path / "bf16", epochs=2, precision="bf16"))["history"]
