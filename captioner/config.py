@@ -92,6 +92,7 @@ class TrainConfig:
     baseline_decay: float = 0.9  # hard attention: moving-average baseline b <- decay b + (1 - decay) log p
     expected_prob: float = 0.5  # hard attention: probability of using the expected context per image
     val_beam: int = 3
+    val_no_repeat_ngram: int = 3  # validation decoding blocks repeated n-grams like `caption` (0 = off, as before 2026-11-22)
     val_images: int | None = None  # decode only the first N validation images (None = all)
     seed: int = 0
     workers: int = 0
@@ -125,6 +126,8 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns the average off")
         if self.scst_bleu_weight < 0 or self.scst_xe_weight < 0:
             raise ConfigError("scst_bleu_weight and scst_xe_weight must be >= 0")
+        if self.val_no_repeat_ngram < 0:
+            raise ConfigError(f"val_no_repeat_ngram must be >= 0 (0 turns the blocking off), got {self.val_no_repeat_ngram}")
         return self
 
 

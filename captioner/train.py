@@ -131,7 +131,7 @@ def validate(model: CaptionModel, records: list[Record], store: FeatureStore, cf
 
     records = [r for r in records if store.valid[store.row[r.image_path]]][: cfg.val_images or None]
     preds: dict[str, str] = {}
-    opts = DecodeOptions(beam=cfg.val_beam, max_len=cfg.max_len)
+    opts = DecodeOptions(beam=cfg.val_beam, max_len=cfg.max_len, no_repeat_ngram=cfg.val_no_repeat_ngram)
     was_training = model.training
     model.eval()  # fine-tuned encoder blocks too: no drop-connect, no batch statistics from validation images
     try:

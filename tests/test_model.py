@@ -73,6 +73,15 @@ def test_label_smoothing_mixes_in_the_uniform_target_and_logs_the_true_nll():
         TrainConfig(label_smoothing=1.0).validate()
 
 
+def test_negative_validation_repeat_blocking_is_a_config_error():
+    from captioner.config import TrainConfig
+    from captioner.errors import ConfigError
+
+    TrainConfig(val_no_repeat_ngram=0).validate()
+    with pytest.raises(ConfigError, match="val_no_repeat_ngram"):
+        TrainConfig(val_no_repeat_ngram=-1).validate()
+
+
 def test_shrinking_batch_matches_full_padding_computation():
     """Computing only running captions must give the same logits as a per-caption run."""
     torch.manual_seed(0)

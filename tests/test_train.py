@@ -182,6 +182,26 @@ def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, mo
     assert seen[0][1] == [False, False] and model.training and net._blocks[-1].training and net._conv_head.training
 
 
+@pytest.mark.parametrize("n", [0, 2])
+def test_validation_decodes_with_the_configured_repeat_blocking(shapes, tmp_path, monkeypatch, n):
+    import captioner.train as train
+    from captioner.features import cache_features
+    from captioner.model import CaptionModel
+    from captioner.vocab import Vocab
+
+    cfg = make_cfg(shapes, tmp_path / "v", val_no_repeat_ngram=n, model=tiny_config("soft", grid=2))
+    _, val = train.prepare_data(cfg)
+    vocab = Vocab.build([c for r in val for c in r.captions], min_count=1)
+    cfg.model.vocab_size = len(vocab)
+    model = CaptionModel(cfg.model, vocab)
+    store = cache_features(model.encoder, [r.image_path for r in val], tmp_path / "cache", progress=False)
+    seen = []
+    real = train.decode
+    monkeypatch.setattr(train, "decode", lambda d, f, v, opts: seen.append(opts) or real(d, f, v, opts))
+    train.validate(model, val, store, cfg, torch.device("cpu"))
+    assert seen and all(o.no_repeat_ngram == n and o.beam == cfg.val_beam for o in seen)
+
+
 def test_bf16_training_learns_like_fp32(shapes, tmp_path):
     fp32 = train_main(make_cfg(shapes, tmp_path / "fp32", epochs=2))["history"]
     bf16 = train_main(make_cfg(shapes, tmp_path / "bf16", epochs=2, precision="bf16"))["history"]
