@@ -82,15 +82,19 @@ class Attention(nn.Module):
         """Per-image precomputation, done once before decoding."""
         return self.score.keys(ann)
 
-    def forward(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Attention weights (B x L), each row summing to 1."""
+    def logits(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Unnormalised log-weights (B x L): kept apart so a sentinel slot can join the softmax."""
         logits = self.score(keys, h)
         if self.kind != "local":
-            return torch.softmax(logits, dim=1)
+            return logits
         centre = self.grid * torch.sigmoid(self.centre(h))  # B x 2, in cell units
         dist2 = ((self.cells.unsqueeze(0) - centre.unsqueeze(1)) ** 2).sum(-1)  # B x L
         # multiplying alpha by the window == adding its log to the logits, then renormalising
-        return torch.softmax(logits - dist2 / (2 * self.sigma**2), dim=1)
+        return logits - dist2 / (2 * self.sigma**2)
+
+    def forward(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Attention weights (B x L), each row summing to 1."""
+        return torch.softmax(self.logits(keys, h), dim=1)
 
 
 def hard_sample(alpha: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:

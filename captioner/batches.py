@@ -11,10 +11,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from typing import TYPE_CHECKING
+
 from .datasets import Record
 from .errors import DataError
 from .features import FeatureStore
 from .vocab import Vocab
+
+if TYPE_CHECKING:
+    from .boxes import BoxTargets
 
 
 @dataclass
@@ -26,6 +31,8 @@ class Pairs:
     tokens: torch.Tensor  # N x T, padded
     lengths: torch.Tensor  # N, tokens incl. <start>/<end>
     references: list[list[str]] = field(default_factory=list)  # M: each image's raw captions (SCST rewards)
+    records: list[Record] = field(default_factory=list)  # M: the records the images come from
+    boxes: "BoxTargets | None" = None  # box supervision targets of the M images (--instances)
 
     @property
     def n_images(self) -> int:
@@ -34,13 +41,14 @@ class Pairs:
 
 def make_pairs(records: list[Record], store: FeatureStore, vocab: Vocab, max_len: int) -> Pairs:
     """Encode the captions of every readable image, each at most ``max_len`` words."""
-    rows, starts, seqs, refs = [], [0], [], []
+    rows, starts, seqs, refs, kept = [], [0], [], [], []
     for r in records:
         row = store.row[r.image_path]
         if not store.valid[row] or not r.captions:
             continue
         rows.append(row)
         refs.append(list(r.captions))
+        kept.append(r)
         seqs.extend(vocab.encode(cap, max_len=max_len) for cap in r.captions)
         starts.append(len(seqs))
     if not seqs:
@@ -49,7 +57,7 @@ def make_pairs(records: list[Record], store: FeatureStore, vocab: Vocab, max_len
     tokens = torch.full((len(seqs), T), vocab.pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
         tokens[i, : len(s)] = torch.tensor(s)
-    return Pairs(torch.tensor(rows), torch.tensor(starts), tokens, torch.tensor([len(s) for s in seqs]), refs)
+    return Pairs(torch.tensor(rows), torch.tensor(starts), tokens, torch.tensor([len(s) for s in seqs]), refs, kept)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:

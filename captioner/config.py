@@ -25,7 +25,10 @@ class ModelConfig:
     """Everything needed to rebuild a model from a checkpoint."""
 
     encoder: str = "efficientnet-lite0"
-    grid: int = 7  # the annotation grid is grid x grid locations (L = grid**2)
+    # head: the last stage (stride 32; every cell sees the whole image) | stage16: the stride-16 stage |
+    # fused: stride-16 stage + head added top-down (each cell local, with the head's semantics)
+    features: str = "fused"
+    grid: int = 14  # the annotation grid is grid x grid locations (L = grid**2); 14 = stride 16 at 224 px
     embed_dim: int = 256
     hidden_dim: int = 512
     attention_dim: int = 256
@@ -35,8 +38,12 @@ class ModelConfig:
     dropout: float = 0.5
     local_sigma: float = 1.0  # width of the Gaussian window of local attention, in grid cells
     hard_decode: str = "argmax"  # how hard attention picks a location at test time
+    position: bool = True  # add a learned 2-D (row + column) embedding to every grid cell's annotation
+    word_query: bool = True  # attention queries with h_{t-1} plus the word just read, not h_{t-1} alone
+    sentinel: bool = False  # visual sentinel (Lu et al. 2017): a non-visual slot a word may attend to instead
     vocab_size: int = 0
     feature_dim: int = 0  # D of the encoder; filled in from the encoder
+    fine_dim: int = 0  # fused features: channels of the stride-16 part (the rest is the shuffled head)
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError for names that no code path implements."""
@@ -50,12 +57,19 @@ class ModelConfig:
             raise ConfigError(f"unknown score function {self.score!r}; choose one of {', '.join(SCORE_FUNCTIONS)}")
         if self.hard_decode not in HARD_DECODE_MODES:
             raise ConfigError(f"unknown hard_decode {self.hard_decode!r}; choose one of {', '.join(HARD_DECODE_MODES)}")
+        from .encoder import check_features
+
+        check_features(ENCODERS[self.encoder], self.features, self.grid)
         for name in ("grid", "embed_dim", "hidden_dim", "attention_dim", "proj_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         return self
+
+
+# what a checkpoint written before a field existed meant by its absence (the model it was trained as)
+MODEL_BEFORE_FIELDS = {"features": "head", "position": False, "word_query": False, "sentinel": False, "fine_dim": 0}
 
 
 @dataclass
@@ -86,11 +100,15 @@ class TrainConfig:
     lr_patience: int = 1
     early_stop: int = 4  # stop after this many epochs without a better validation BLEU-4
     alpha_c: float = 1.0  # doubly stochastic regularisation weight
+    ds_target: str = "one"  # doubly stochastic term: one (the paper: each cell's total attention -> 1) | length (-> T/L)
+    instances: str | None = None  # COCO instances JSON of the training images: box supervision of attention
+    box_weight: float = 1.0  # with --instances: weight of -sum gamma log alpha for words naming a boxed category
     label_smoothing: float = 0.0  # cross-entropy against (1 - eps) one-hot + eps uniform
     entropy_weight: float = 0.01  # hard attention: entropy bonus lambda_e
     reinforce_weight: float = 1.0  # hard attention: weight of the REINFORCE term lambda_r
     baseline_decay: float = 0.9  # hard attention: moving-average baseline b <- decay b + (1 - decay) log p
     expected_prob: float = 0.5  # hard attention: probability of using the expected context per image
+    hard_estimator: str = "paper"  # hard attention REINFORCE: paper (caption log p, moving average) | token (word log p, per-word baseline)
     val_beam: int = 3
     val_no_repeat_ngram: int = 3  # validation decoding blocks repeated n-grams like `caption` (0 = off, as before 2026-11-22)
     val_images: int | None = None  # decode only the first N validation images (None = all)
@@ -126,6 +144,12 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns the average off")
         if self.scst_bleu_weight < 0 or self.scst_xe_weight < 0:
             raise ConfigError("scst_bleu_weight and scst_xe_weight must be >= 0")
+        if self.hard_estimator not in ("paper", "token"):
+            raise ConfigError(f"unknown hard_estimator {self.hard_estimator!r}; choose paper or token")
+        if self.ds_target not in ("one", "length"):
+            raise ConfigError(f"unknown ds_target {self.ds_target!r}; choose one or length")
+        if self.box_weight < 0:
+            raise ConfigError(f"box_weight must be >= 0, got {self.box_weight}")
         if self.val_no_repeat_ngram < 0:
             raise ConfigError(f"val_no_repeat_ngram must be >= 0 (0 turns the blocking off), got {self.val_no_repeat_ngram}")
         return self

@@ -38,8 +38,33 @@ class StepOut:
     h: torch.Tensor  # B x H
     c: torch.Tensor  # B x H
     z: torch.Tensor  # B x P gated context
-    alpha: torch.Tensor  # B x L
+    alpha: torch.Tensor  # B x L weights on the image cells: sum to 1, or to 1 - sentinel with a sentinel
     location: torch.Tensor | None  # B chosen cells (hard attention), else None
+    sentinel: torch.Tensor | None = None  # B weight on the visual sentinel (how much the word did not look)
+    log_location: torch.Tensor | None = None  # B log p(s_t) of the chosen cells (hard attention)
+
+
+class FusedProjection(nn.Module):
+    """Fused features -> P per fine cell: W_f fine + upsample(W_c head), the FPN top-down sum.
+
+    The head arrives pixel-shuffled onto the fine grid (see :class:`Encoder`); unshuffling it back
+    projects each coarse cell once, a quarter of the work of projecting a head upsampled beforehand.
+    """
+
+    def __init__(self, fine_dim: int, feature_dim: int, proj_dim: int, grid: int) -> None:
+        super().__init__()
+        self.fine_dim, self.grid = fine_dim, grid
+        self.fine = nn.Linear(fine_dim, proj_dim)
+        self.coarse = nn.Linear((feature_dim - fine_dim) * 4, proj_dim)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        B, L, _ = feats.shape
+        g = self.grid
+        head = feats[..., self.fine_dim:].transpose(1, 2).reshape(B, -1, g, g)
+        head = F.pixel_unshuffle(head, 2).flatten(2).transpose(1, 2)  # B x L/4 x D32
+        coarse = self.coarse(head).transpose(1, 2).reshape(B, -1, g // 2, g // 2)
+        coarse = F.interpolate(coarse, scale_factor=2, mode="nearest").flatten(2).transpose(1, 2)  # B x L x P
+        return self.fine(feats[..., : self.fine_dim]) + coarse
 
 
 @dataclass
@@ -51,6 +76,7 @@ class TrainOut:
     caption_index: torch.Tensor  # N: which caption each row belongs to
     alpha_sum: torch.Tensor  # B x L: sum over steps of alpha (doubly stochastic regulariser)
     log_alpha_chosen: torch.Tensor  # B: sum_t log alpha_{t, s_t} of the sampled locations (hard)
+    log_location: torch.Tensor | None  # N: log alpha_{t, s_t} per (step, caption) row, like targets (hard)
     entropy: torch.Tensor  # B: sum_t H[alpha_t] (hard)
     use_expected: torch.Tensor  # B bool: caption trained on the expected context (hard)
     alphas: list[torch.Tensor]  # per step, b_t x L
@@ -61,8 +87,17 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         P, H, E, V = cfg.proj_dim, cfg.hidden_dim, cfg.embed_dim, cfg.vocab_size
-        self.project = nn.Linear(cfg.feature_dim, P)
+        self.project: nn.Module = (FusedProjection(cfg.fine_dim, cfg.feature_dim, P, cfg.grid) if cfg.features == "fused"
+                                   else nn.Linear(cfg.feature_dim, P))
+        if cfg.position:  # where a cell is, as the annotations of a fine grid no longer say it by themselves
+            self.position_rows = nn.Parameter(torch.randn(cfg.grid, P) * 0.02)
+            self.position_cols = nn.Parameter(torch.randn(cfg.grid, P) * 0.02)
         self.attention = Attention(cfg.attention, cfg.score, P, H, cfg.attention_dim, cfg.grid, cfg.local_sigma)
+        if cfg.word_query:  # the query knows the word just read ("blue" -> look at the blue thing next)
+            self.query_word = nn.Linear(E, H, bias=False)
+        if cfg.sentinel:  # s_t = g_t * tanh(c_{t-1}), g_t = sigmoid(W [h_{t-1}; E y_{t-1}]), projected to P
+            self.sentinel_gate = nn.Linear(H + E, H)
+            self.sentinel_proj = nn.Linear(H, P)
         self.init_h = nn.Linear(P, H)
         self.init_c = nn.Linear(P, H)
         self.f_beta = nn.Linear(H, 1)  # gating scalar beta_t
@@ -77,6 +112,10 @@ class Decoder(nn.Module):
     def memory(self, feats: torch.Tensor) -> Memory:
         """B x L x D encoder features -> projected annotations and attention keys."""
         ann = self.project(feats)
+        if self.cfg.position:
+            g = self.cfg.grid
+            pos = (self.position_rows.unsqueeze(1) + self.position_cols.unsqueeze(0)).reshape(g * g, -1)
+            ann = ann + pos.to(ann.dtype)  # stays bf16 under autocast: no per-step casts of the whole grid
         return Memory(ann, self.attention.keys(ann))
 
     def init_state(self, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,25 +130,41 @@ class Decoder(nn.Module):
         E = emb.shape[-1]
         return emb, F.linear(emb, self.lstm.weight_ih[:, :E], self.lstm.bias_ih + self.lstm.bias_hh)
 
-    def step(self, h: torch.Tensor, c: torch.Tensor, memory: Memory, emb_gates: torch.Tensor, *,
+    def step(self, h: torch.Tensor, c: torch.Tensor, memory: Memory, emb: torch.Tensor, emb_gates: torch.Tensor, *,
              mode: str = "expect", use_expected: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> StepOut:
-        """Attend with h_{t-1}, update the LSTM with [E y_{t-1}; z_t] (the E y part given precomputed).
+        """Attend with h_{t-1} (and the word E y_{t-1} just read), update the LSTM with [E y_{t-1}; z_t].
 
-        ``mode`` only matters for hard attention: ``sample`` (training, or sampled decoding),
-        ``argmax`` (the most likely location) or ``expect`` (the expected context). Rows where
-        ``use_expected`` is true take the expected context whatever the mode (the paper's variance
-        reduction during training).
+        ``emb_gates`` is the E y part of the LSTM gates, precomputed. ``mode`` only matters for hard
+        attention: ``sample`` (training, or sampled decoding), ``argmax`` (the most likely location) or
+        ``expect`` (the expected context). Rows where ``use_expected`` is true take the expected context
+        whatever the mode (the paper's variance reduction during training). With a sentinel, the
+        softmax runs over the L cells and one non-visual slot, and alpha keeps the cells' part.
         """
-        alpha = self.attention(memory.keys, h)
-        location = None
+        query = h + self.query_word(emb) if self.cfg.word_query else h
+        logits = self.attention.logits(memory.keys, query)
+        beta = sentinel = None
+        if self.cfg.sentinel:
+            sentinel = self.sentinel_proj(torch.sigmoid(self.sentinel_gate(torch.cat([h, emb], 1))) * torch.tanh(c))
+            s_logit = self.attention.score(self.attention.score.keys(sentinel.unsqueeze(1)), query)  # B x 1
+            weights = torch.softmax(torch.cat([logits, s_logit], 1), dim=1)
+            alpha, beta = weights[:, :-1], weights[:, -1]
+        else:
+            alpha = torch.softmax(logits, dim=1)
+        location = log_location = None
         if self.cfg.attention == "hard" and mode != "expect":
-            location = hard_sample(alpha.detach(), mode, generator)
+            where = alpha / (1.0 - beta).clamp_min(1e-6).unsqueeze(1) if beta is not None else alpha  # sums to 1
+            location = hard_sample(where.detach(), mode, generator)
+            log_location = torch.log(where.gather(1, location.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
             z = pick_context(memory.ann, location)
             if use_expected is not None:
-                z = torch.where(use_expected.unsqueeze(1), gather_context(memory.ann, alpha), z)
+                z = torch.where(use_expected.unsqueeze(1), gather_context(memory.ann, where), z)
+            if beta is not None:
+                z = (1.0 - beta).unsqueeze(1) * z
         else:
             z = gather_context(memory.ann, alpha)
+        if beta is not None:
+            z = z + beta.unsqueeze(1) * sentinel
         z = torch.sigmoid(self.f_beta(h)) * z
         E = self.cfg.embed_dim
         gates = torch.addmm(emb_gates, z, self.lstm.weight_ih[:, E:].t())
@@ -117,7 +172,7 @@ class Decoder(nn.Module):
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-        return StepOut(h, c, z, alpha, location)
+        return StepOut(h, c, z, alpha, location, beta, log_location)
 
     def logits(self, emb: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Deep output p(y_t) ~ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t)); batched over all steps in training."""
@@ -126,7 +181,7 @@ class Decoder(nn.Module):
     def next_logits(self, prev: torch.Tensor, h: torch.Tensor, c: torch.Tensor, memory: Memory, **kw) -> tuple[torch.Tensor, StepOut]:
         """One decoding step from the previous word: the path greedy, beam and sampling use."""
         emb, pre = self.embed_gates(prev)
-        out = self.step(h, c, memory, pre, **kw)
+        out = self.step(h, c, memory, emb, pre, **kw)
         return self.logits(emb, out.h, out.z), out
 
     # --- teacher forcing -------------------------------------------------------------------------
@@ -142,23 +197,27 @@ class Decoder(nn.Module):
         one large matrix product over all steps instead of T small ones.
         """
         B = captions.shape[0]
-        memory = self.memory(feats)
-        if image_index is not None:
-            memory = memory.select(image_index)
-        h, c = self.init_state(memory)
+        per_image = self.memory(feats)
+        if image_index is None:
+            image_index = torch.arange(B, device=feats.device)
+        h, c = self.init_state(per_image)
+        h, c = h.index_select(0, image_index), c.index_select(0, image_index)
         steps = lengths - 1  # predictions per caption
         hard = self.cfg.attention == "hard"
         use_expected = (torch.rand(B, device=feats.device) < expected_prob) if (hard and self.training) else None
         mode = "sample" if self.training else self.cfg.hard_decode
         T = int(steps.max())
         emb, pre = self.embed_gates(captions[:, :T])  # B x T x E, B x T x 4H
-        hs, zs, embs, targets, index, alphas = [], [], [], [], [], []
+        hs, zs, embs, targets, index, alphas, log_locs = [], [], [], [], [], [], []
         log_chosen = feats.new_zeros(B)
         ent = feats.new_zeros(B)
-        alpha_sum = feats.new_zeros(B, memory.ann.shape[1])
+        alpha_sum = feats.new_zeros(B, per_image.ann.shape[1])
         batch_sizes = (steps.unsqueeze(0) > torch.arange(T, device=steps.device).unsqueeze(1)).sum(1)
         for t, b in enumerate(batch_sizes.tolist()):
-            out = self.step(h[:b], c[:b], memory.head(b), pre[:b, t], mode=mode,
+            # each step gathers the running captions' images from the per-image memory: its backward adds
+            # into B_images x L x A, where slicing a per-caption copy would zero-fill B x L x A every step
+            memory = per_image.select(image_index[:b])
+            out = self.step(h[:b], c[:b], memory, emb[:b, t], pre[:b, t], mode=mode,
                             use_expected=None if use_expected is None else use_expected[:b])
             h, c = out.h, out.c
             hs.append(out.h)
@@ -168,13 +227,14 @@ class Decoder(nn.Module):
             index.append(torch.arange(b, device=feats.device))
             alphas.append(out.alpha)
             alpha_sum = alpha_sum + F.pad(out.alpha, (0, 0, 0, B - b))
-            if hard and out.location is not None:
-                chosen = torch.log(out.alpha.gather(1, out.location.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
-                log_chosen = log_chosen + F.pad(chosen, (0, B - b))
-                ent = ent + F.pad(entropy(out.alpha), (0, B - b))
+            if hard and out.log_location is not None:
+                log_locs.append(out.log_location)
+                log_chosen = log_chosen + F.pad(out.log_location, (0, B - b))
+                where = out.alpha if out.sentinel is None else out.alpha / (1.0 - out.sentinel).clamp_min(1e-6).unsqueeze(1)
+                ent = ent + F.pad(entropy(where), (0, B - b))
         return TrainOut(
             logits=self.logits(torch.cat(embs), torch.cat(hs), torch.cat(zs)), targets=torch.cat(targets),
             caption_index=torch.cat(index), alpha_sum=alpha_sum, log_alpha_chosen=log_chosen, entropy=ent,
             use_expected=use_expected if use_expected is not None else torch.zeros(B, dtype=torch.bool),
-            alphas=alphas,
+            alphas=alphas, log_location=torch.cat(log_locs) if log_locs else None,
         )

@@ -45,6 +45,11 @@ class CaptionResult:
     def caption(self) -> str:
         return " ".join(self.words)
 
+    @property
+    def image_weights(self) -> np.ndarray:
+        """Each word's total weight on the image cells: 1, or 1 - its sentinel weight with a visual sentinel."""
+        return np.asarray(self.alphas, dtype=np.float64).reshape(len(self.words), -1).sum(1)
+
 
 def _banned(vocab: Vocab, ban_unk: bool) -> list[int]:
     ids = [vocab.pad_id, vocab.start_id]

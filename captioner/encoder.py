@@ -35,17 +35,31 @@ class EncoderSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     torchvision_file: str | None = None  # file name in torchvision's cache, for the paper's encoders
+    fine_stop: int | None = None  # stages 0:fine_stop end at the stride-16 tap (None: the head is stride 16 already)
+    fine_dim: int = 0  # channels at that tap
 
-    def image_size(self, grid: int) -> int:
+    def features_stride(self, features: str) -> int:
+        """Input pixels per grid cell of the annotations ``features`` selects."""
+        return self.stride if features == "head" else self.stride // 2
+
+    def feature_dim_of(self, features: str) -> int:
+        """D of the annotation grid: the head, the stride-16 tap, or both (the head pixel-shuffled to the fine grid)."""
+        return {"head": self.feature_dim, "stage16": self.fine_dim,
+                "fused": self.fine_dim + self.feature_dim // 4}[features]
+
+    def image_size(self, grid: int, features: str = "head") -> int:
         """Input side length that gives a ``grid x grid`` feature map."""
-        return self.stride * grid
+        return self.features_stride(features) * grid
 
 
 ENCODERS: dict[str, EncoderSpec] = {
-    "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 1280, 32),
-    "resnet50": EncoderSpec("resnet50", 2048, 32, torchvision_file="resnet50-11ad3fa6.pth"),
-    "resnet101": EncoderSpec("resnet101", 2048, 32, torchvision_file="resnet101-cd907fc2.pth"),
-    "resnet152": EncoderSpec("resnet152", 2048, 32, torchvision_file="resnet152-f82ba261.pth"),
+    # the stride-16 taps: Lite0's block 10 (14x14x112 at 224 px), ResNet's layer3 (1024 channels)
+    "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 1280, 32, fine_stop=12, fine_dim=112),
+    "resnet50": EncoderSpec("resnet50", 2048, 32, torchvision_file="resnet50-11ad3fa6.pth", fine_stop=7, fine_dim=1024),
+    "resnet101": EncoderSpec("resnet101", 2048, 32, torchvision_file="resnet101-cd907fc2.pth", fine_stop=7,
+                             fine_dim=1024),
+    "resnet152": EncoderSpec("resnet152", 2048, 32, torchvision_file="resnet152-f82ba261.pth", fine_stop=7,
+                             fine_dim=1024),
     "vgg16": EncoderSpec("vgg16", 512, 16, torchvision_file="vgg16-397923af.pth"),
     "vgg19": EncoderSpec("vgg19", 512, 16, torchvision_file="vgg19-dcbb9e9d.pth"),
 }
@@ -171,13 +185,35 @@ class _TorchvisionTrunk(nn.Module):
         return self.body(x)
 
 
+FEATURES = ("head", "stage16", "fused")
+
+
+def check_features(spec: EncoderSpec, features: str, grid: int) -> None:
+    """ConfigError for a feature choice this backbone cannot give."""
+    if features not in FEATURES:
+        raise ConfigError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
+    if features != "head" and spec.fine_stop is None:
+        raise ConfigError(f"encoder {spec.name}: its annotations are stride 16 already; use --features head")
+    if features == "fused" and grid % 2:
+        raise ConfigError(f"--features fused needs an even --grid (the head is half the fine grid), got {grid}")
+
+
 class Encoder(nn.Module):
-    """Backbone + pooling to a fixed grid; returns B x L x D annotations (L = grid**2)."""
+    """Backbone + pooling to a fixed grid; returns B x L x D annotations (L = grid**2).
+
+    ``features`` picks the grid: ``head`` the last (stride-32) stage, whose every cell sees the whole
+    image; ``stage16`` the stride-16 tap, whose cells see their neighbourhood; ``fused`` both, the
+    fine tap's channels followed by the head pixel-shuffled to the fine grid (1280 channels at 7x7 ->
+    320 at 14x14, a lossless reshape), so the decoder can project the head once per coarse cell and add
+    it top-down, FPN-style, while every tensor stays B x L x D.
+    """
 
     def __init__(self, name: str, grid: int, *, pretrained: bool = True, weights: str | None = None,
-                 fine_tune_blocks: int = 0) -> None:
+                 fine_tune_blocks: int = 0, features: str = "head") -> None:
         super().__init__()
         self.spec = get_spec(name)
+        check_features(self.spec, features, grid)
+        self.features = features
         self.grid = grid
         state, self.weights_id = None, "random"
         if pretrained:
@@ -195,7 +231,11 @@ class Encoder(nn.Module):
 
     @property
     def image_size(self) -> int:
-        return self.spec.image_size(self.grid)
+        return self.spec.image_size(self.grid, self.features)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.spec.feature_dim_of(self.features)
 
     def set_fine_tune(self, n_blocks: int) -> None:
         """Freeze everything, then unfreeze the last ``n_blocks`` blocks (0 = fully frozen)."""
@@ -205,6 +245,11 @@ class Encoder(nn.Module):
         if n_blocks > len(blocks):
             raise ConfigError(f"--fine-tune-blocks {n_blocks}: encoder {self.spec.name} has only {len(blocks)} blocks")
         self.fine_tune_blocks = max(0, n_blocks)
+        if n_blocks > 0 and self.features != "head":
+            start = self.trunk.first_trained_stage(n_blocks)  # type: ignore[operator]
+            if self.features == "stage16" or start < int(self.spec.fine_stop or 0):
+                raise ConfigError(f"--fine-tune-blocks {n_blocks} with --features {self.features}: only blocks "
+                                  "after the stride-16 tap can be trained (fused features), so train fewer")
         if n_blocks > 0:
             for block in blocks[-n_blocks:]:
                 for p in block.parameters():
@@ -218,6 +263,8 @@ class Encoder(nn.Module):
     def cache_key(self) -> str:
         """Identifies what :meth:`frozen_part` computes: changes with weights, grid, preprocessing or split."""
         text = f"{self.spec.name}|{self.grid}|{self.image_size}|{self.spec.mean}|{self.spec.std}|{self.weights_id}"
+        if self.features != "head":
+            text += f"|features {self.features}"
         if self.fine_tune_blocks:
             text += f"|frozen up to the last {self.fine_tune_blocks} blocks"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -229,30 +276,68 @@ class Encoder(nn.Module):
         those blocks begin (B x C x h x w), which :meth:`trained_part` turns into annotations.
         """
         images = images.contiguous(memory_format=torch.channels_last)
-        stop = self.trunk.first_trained_stage(self.fine_tune_blocks) if self.fine_tune_blocks else None
         with torch.no_grad():
             if len(images) <= INFERENCE_CHUNK:
-                x = self.trunk.run(images, 0, stop)
-            else:  # small chunks stay in cache: 2x the images/s of one batch of 32 on a CPU
-                x = torch.cat([self.trunk.run(c, 0, stop) for c in images.split(INFERENCE_CHUNK)])
-        return self._grid(x) if stop is None else x
+                return self._frozen(images)
+            # small chunks stay in cache: 2x the images/s of one batch of 32 on a CPU
+            return torch.cat([self._frozen(c) for c in images.split(INFERENCE_CHUNK)])
+
+    def _frozen(self, images: torch.Tensor) -> torch.Tensor:
+        stop = self.trunk.first_trained_stage(self.fine_tune_blocks) if self.fine_tune_blocks else None
+        if self.features == "head":
+            x = self.trunk.run(images, 0, stop)
+            return self._grid(x) if stop is None else x
+        fine = self.trunk.run(images, 0, self.spec.fine_stop)
+        if self.features == "stage16":
+            return self._grid(fine)
+        rest = self.trunk.run(fine, self.spec.fine_stop, stop)
+        if stop is None:
+            return self._fuse(fine, rest)
+        # fine-tuning: the fine tap and the activations where the trained blocks begin, on one fine grid
+        return torch.cat([self._pool(fine, self.grid), _to_fine(rest, self.grid)], 1)
 
     def trained_part(self, frozen: torch.Tensor) -> torch.Tensor:
         """:meth:`frozen_part`'s output -> B x L x D annotations (nothing left to do for a frozen encoder)."""
         if not self.fine_tune_blocks:
             return frozen
         start = self.trunk.first_trained_stage(self.fine_tune_blocks)
-        return self._grid(self.trunk.run(frozen.contiguous(memory_format=torch.channels_last), start))
+        if self.features == "head":
+            return self._grid(self.trunk.run(frozen.contiguous(memory_format=torch.channels_last), start))
+        fine, rest = frozen[:, : self.spec.fine_dim], frozen[:, self.spec.fine_dim:]
+        shape = self._trained_input_shape()
+        if rest.shape[-2:] != shape[-2:]:
+            rest = F.pixel_unshuffle(rest, rest.shape[-1] // shape[-1])
+        return self._fuse(fine, self.trunk.run(rest.contiguous(memory_format=torch.channels_last), start))
+
+    def _trained_input_shape(self) -> tuple[int, ...]:
+        """C x h x w where the trained blocks begin, for this encoder's input size."""
+        if not hasattr(self, "_trained_shape"):
+            side = self.image_size
+            with torch.no_grad():
+                probe = torch.zeros(1, 3, side, side, device=next(self.parameters()).device)
+                x = self.trunk.run(probe, 0, self.trunk.first_trained_stage(self.fine_tune_blocks))
+            self._trained_shape = tuple(x.shape[1:])
+        return self._trained_shape
+
+    def _fuse(self, fine: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """The fine tap's channels, then the head's pixel-shuffled to the fine grid: B x L x (D16 + D32 / 4)."""
+        return self._grid(torch.cat([self._pool(fine, self.grid), _to_fine(self._pool(head, self.grid // 2), self.grid)], 1))
+
+    @staticmethod
+    def _pool(fmap: torch.Tensor, side: int) -> torch.Tensor:
+        return fmap if fmap.shape[-2:] == (side, side) else F.adaptive_avg_pool2d(fmap, side)
 
     def _grid(self, fmap: torch.Tensor) -> torch.Tensor:
-        if fmap.shape[-2:] != (self.grid, self.grid):
-            fmap = F.adaptive_avg_pool2d(fmap, self.grid)
-        return fmap.flatten(2).transpose(1, 2).contiguous()  # B x L x D
+        return self._pool(fmap, self.grid).flatten(2).transpose(1, 2).contiguous()  # B x L x D
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not torch.is_grad_enabled():
             return self.trained_part(self.frozen_part(images))
-        return self._grid(self.trunk(images.contiguous(memory_format=torch.channels_last)))  # B x D x h x w -> B x L x D
+        x = images.contiguous(memory_format=torch.channels_last)
+        if self.features == "head":
+            return self._grid(self.trunk(x))  # B x D x h x w -> B x L x D
+        fine = self.trunk.run(x, 0, self.spec.fine_stop)
+        return self._grid(fine) if self.features == "stage16" else self._fuse(fine, self.trunk.run(fine, self.spec.fine_stop))
 
     def train(self, mode: bool = True) -> "Encoder":
         # only the fine-tuned blocks train (their drop-connect included): the frozen ones compute exactly
@@ -268,16 +353,22 @@ class Encoder(nn.Module):
         return self
 
 
+def _to_fine(fmap: torch.Tensor, side: int) -> torch.Tensor:
+    """A coarse map (B x C x side/2 x side/2) pixel-shuffled onto the fine grid (B x C/4 x side x side); unchanged
+    when it is already that fine."""
+    return fmap if fmap.shape[-1] == side else F.pixel_shuffle(fmap, side // fmap.shape[-1])
+
+
 def _file_fingerprint(path: Path) -> str:
     st = os.stat(path)
     return f"{path.name}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def build_preprocess(spec: EncoderSpec, grid: int) -> Callable:
+def build_preprocess(spec: EncoderSpec, grid: int, features: str = "head") -> Callable:
     """PIL RGB image -> normalised C x S x S tensor for this encoder."""
     from torchvision.transforms import v2
 
-    size = spec.image_size(grid)
+    size = spec.image_size(grid, features)
     return v2.Compose([
         v2.ToImage(),
         v2.Resize((size, size), antialias=True),

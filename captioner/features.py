@@ -101,7 +101,7 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
     shape = tuple(encoder.frozen_part(torch.zeros(1, 3, side, side, device=device)).shape[1:])
     valid = np.zeros(len(paths), dtype=bool)
     errors: list[str] = []
-    loader = DataLoader(_ImageFiles(paths, build_preprocess(encoder.spec, encoder.grid)), batch_size=batch_size,
+    loader = DataLoader(_ImageFiles(paths, build_preprocess(encoder.spec, encoder.grid, encoder.features)), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate,
                         generator=torch.Generator())  # own generator: caching must not shift the global RNG
     with atomic_path(array_path) as tmp:

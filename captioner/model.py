@@ -34,9 +34,9 @@ class CaptionModel(torch.nn.Module):
         self.vocab = vocab
         self.name = name
         self.encoder = Encoder(cfg.encoder, cfg.grid, pretrained=pretrained_encoder, weights=encoder_weights,
-                               fine_tune_blocks=fine_tune_blocks)
+                               fine_tune_blocks=fine_tune_blocks, features=cfg.features)
         self.decoder = Decoder(cfg)
-        self.preprocess = build_preprocess(self.encoder.spec, cfg.grid)
+        self.preprocess = build_preprocess(self.encoder.spec, cfg.grid, cfg.features)
 
     @property
     def device(self) -> torch.device:

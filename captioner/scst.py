@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .bleu import SentenceBleu
 from .cider import CiderD
 from .decoder import Decoder
+from .loss import doubly_stochastic
 from .vocab import END, Vocab, tokenize
 
 
@@ -75,8 +76,8 @@ def sample_captions(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, per_ima
             else:
                 word = replay[rows, t]
             step_lp = logp.gather(1, word.unsqueeze(1)).squeeze(1)
-            if hard and out.location is not None:
-                step_lp = step_lp + torch.log(out.alpha.float().gather(1, out.location.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
+            if hard and out.log_location is not None:
+                step_lp = step_lp + out.log_location.float()
             log_prob = log_prob.index_add(0, rows, step_lp)
         tokens[rows, t] = word
         lengths[rows] = t + 1
@@ -98,7 +99,7 @@ class ScstTerms:
     nll: float  # mean negative log-probability per sampled token
 
 
-def scst_loss(samples: Samples, rewards: torch.Tensor, *, alpha_c: float = 0.0) -> ScstTerms:
+def scst_loss(samples: Samples, rewards: torch.Tensor, *, alpha_c: float = 0.0, ds_target: str = "one") -> ScstTerms:
     """REINFORCE with the leave-one-out baseline, normalised per sampled token.
 
     ``rewards`` (N) are the samples' CIDEr-D scores. Each sample's advantage is its reward minus the
@@ -113,7 +114,7 @@ def scst_loss(samples: Samples, rewards: torch.Tensor, *, alpha_c: float = 0.0) 
     advantage = (r - baseline).reshape(-1)
     tokens = samples.lengths.sum().clamp_min(1).float()
     policy = -(advantage * samples.log_prob).sum() / tokens
-    ds = alpha_c * ((1.0 - samples.alpha_sum) ** 2).sum(1).mean()
+    ds = alpha_c * doubly_stochastic(samples.alpha_sum, samples.lengths, ds_target).mean()
     return ScstTerms(policy + ds, float(r.mean()), float(policy.detach()), float(ds.detach()),
                      float(-samples.log_prob.detach().sum() / tokens))
 

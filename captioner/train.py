@@ -30,7 +30,7 @@ from .ema import WeightAverage
 from .errors import CheckpointError, ConfigError, DataError
 from .features import FeatureStore, LiveImages, cache_features
 from .io_utils import atomic_path, write_json
-from .loss import update_baseline
+from .loss import update_baseline, update_word_baseline
 from .model import CaptionModel, resolve_device
 from .objectives import scst_terms, xe_terms
 from .scst import CaptionReward
@@ -49,6 +49,7 @@ class TrainState:
     best: float = -1.0
     bad_epochs: int = 0
     baseline: float | None = None
+    word_baseline: list[float] | None = None  # hard attention, token estimator: per-word moving average of log p
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -79,7 +80,9 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
             if cfg.objective == "scst":
                 total, logs, n_captions = scst_terms(net, model, reward, pairs, batches[i], store, cfg, device)
             else:
-                total, logs, n_captions = xe_terms(net, hard, pairs, batches[i], store, cfg, state.baseline, device)
+                word_baseline = torch.tensor(state.word_baseline) if state.word_baseline is not None else None
+                total, logs, n_captions = xe_terms(net, hard, pairs, batches[i], store, cfg, state.baseline, device,
+                                                   word_baseline)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if cfg.grad_clip > 0:
@@ -94,6 +97,14 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
                 dist.all_reduce(t)
                 log_p = float(t) / world
             state.baseline = update_baseline(state.baseline, log_p, cfg.baseline_decay)
+            word_rewards = logs.pop("word_rewards", None)
+            if word_rewards is not None:
+                sums, counts = word_rewards
+                if world > 1:  # one baseline for all ranks
+                    dist.all_reduce(sums)
+                    dist.all_reduce(counts)
+                old = torch.tensor(state.word_baseline, dtype=torch.float64) if state.word_baseline is not None else None
+                state.word_baseline = update_word_baseline(old, sums, counts, cfg.baseline_decay).tolist()
         logs.pop("log_p", None)
         state.step = i + 1
         if first_ce is None:
@@ -115,6 +126,8 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
     bar.close()
     elapsed = time.perf_counter() - t0
     keys = ("loss", "ce", "ds", "reinforce") if cfg.objective == "xe" else ("loss", "ce", "ds", "policy", "reward")
+    if "box" in sums:
+        keys += ("box",)
     if cfg.objective == "scst" and cfg.scst_xe_weight > 0:
         keys += ("reference_ce",)
     result = {k: sums[k] / count if count else math.nan for k in keys}  # nan: nothing left to train
@@ -254,7 +267,9 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     model_cfg = cfg.model
     from .encoder import get_spec
 
-    model_cfg.vocab_size, model_cfg.feature_dim = len(vocab), get_spec(model_cfg.encoder).feature_dim
+    spec = get_spec(model_cfg.encoder)
+    model_cfg.vocab_size, model_cfg.feature_dim = len(vocab), spec.feature_dim_of(model_cfg.features)
+    model_cfg.fine_dim = spec.fine_dim if model_cfg.features == "fused" else 0
     model = CaptionModel(model_cfg, vocab, pretrained_encoder=not cfg.random_encoder,
                          encoder_weights=cfg.encoder_weights, fine_tune_blocks=cfg.fine_tune_blocks, name=out.name)
     paths = sorted({r.image_path for r in train_recs} | {r.image_path for r in val_recs})
@@ -265,6 +280,11 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     else:
         store = LiveImages(paths, model.preprocess)
     pairs = make_pairs(train_recs, store, vocab, cfg.max_len)
+    if cfg.instances:
+        from .boxes import box_targets
+        from .pointing import load_instances
+
+        pairs.boxes = box_targets(pairs.records, load_instances(cfg.instances), vocab, model_cfg.grid)
     reward = CaptionReward(pairs.references, cfg.scst_bleu_weight) if cfg.objective == "scst" else None
     if reward is not None and not (cfg.init_from or resume) and rank == 0:
         warnings.warn("self-critical training from random weights rarely learns; start from a cross-entropy "

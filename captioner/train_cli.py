@@ -17,6 +17,16 @@ _HELP = {
     "data": "captions JSON (coco train file), Karpathy JSON, or Flickr8k folder/caption file",
     "attention": "soft | hard | local", "score": "additive | dot | general",
     "encoder": "efficientnet-lite0 (offline default) | resnet50/101/152 | vgg16/19",
+    "features": "annotation grid: fused (stride-16 stage + head, top-down) | stage16 | head (stride 32, the paper's)",
+    "grid": "annotation grid side (14 = stride 16 at 224 px; 7 for --features head)",
+    "position": "add a learned 2-D position embedding to every grid cell",
+    "word_query": "attention queries with the word just read as well as the LSTM state",
+    "sentinel": "visual sentinel: a word may attend to a non-visual slot instead of the image (Lu et al. 2017)",
+    "alpha_c": "weight of the doubly stochastic attention term (0 = off)",
+    "ds_target": "doubly stochastic target per cell: one (the paper) | length (T/L: measures concentration only)",
+    "instances": "COCO instances JSON of the training images: pull words naming a category into its boxes",
+    "box_weight": "weight of the box-supervision loss (with --instances)",
+    "hard_estimator": "hard attention REINFORCE: paper (caption log p, moving baseline) | token (word log p, per-word baseline)",
 }
 
 
@@ -27,7 +37,7 @@ def _flag(name: str) -> str:
 def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name == "model" or (cls is ModelConfig and f.name in ("vocab_size", "feature_dim")):
+        if f.name == "model" or (cls is ModelConfig and f.name in ("vocab_size", "feature_dim", "fine_dim")):
             continue
         hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None

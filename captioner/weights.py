@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .config import ModelConfig, from_dict, to_dict
+from .config import MODEL_BEFORE_FIELDS, ModelConfig, from_dict, to_dict
 from .errors import CaptionerError, CheckpointError
 from .io_utils import atomic_path
 from .vocab import Vocab
@@ -110,7 +110,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
         raise CheckpointError(f"{p}: checkpoint format version {meta.get('version')} is not supported "
                               f"(this captioner reads version {VERSION}); upgrade captioner")
     try:
-        cfg = from_dict(ModelConfig, json.loads(meta["config"]), f"{p}: config")
+        raw = json.loads(meta["config"])
+        if isinstance(raw, dict):  # an older checkpoint: the fields it lacks take the values it was trained with
+            raw = {**MODEL_BEFORE_FIELDS, **raw}
+        cfg = from_dict(ModelConfig, raw, f"{p}: config")
         vocab = Vocab.from_dict(json.loads(meta["vocab"]), f"{p}: vocabulary")
         extra = json.loads(meta.get("extra", "{}"))
     except (KeyError, json.JSONDecodeError) as exc:

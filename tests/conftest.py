@@ -19,11 +19,16 @@ def _small_threads():
     yield
 
 
-def tiny_config(attention: str = "soft", score: str = "additive", grid: int = 2, vocab_size: int = 0) -> ModelConfig:
-    """A small model on the real offline encoder: 64 px input -> 2x2 grid, fast on a CPU."""
+def tiny_config(attention: str = "soft", score: str = "additive", grid: int = 2, vocab_size: int = 0,
+                features: str = "fused", **kw) -> ModelConfig:
+    """A small model on the real offline encoder: 32 px input -> 2x2 grid (the default fused features), fast on a CPU."""
+    from captioner.encoder import get_spec
+
+    spec = get_spec("efficientnet-lite0")
     return ModelConfig(encoder="efficientnet-lite0", grid=grid, embed_dim=16, hidden_dim=32, attention_dim=16,
                        proj_dim=24, attention=attention, score=score, dropout=0.0, vocab_size=vocab_size,
-                       feature_dim=1280)
+                       features=features, feature_dim=spec.feature_dim_of(features),
+                       fine_dim=spec.fine_dim if features == "fused" else 0, **kw)
 
 
 def tiny_vocab() -> Vocab:
@@ -69,6 +74,6 @@ def train_config(shapes: Path, out: Path, **kw):
 
     base = dict(data_format="coco", data=str(shapes / "captions_train.json"), val_data=str(shapes / "captions_val.json"),
                 out=str(out), cache_dir=str(out.parent / "cache"), epochs=2, batch_size=4, min_word_count=1,
-                max_len=12, val_beam=2, progress=False, seed=3, model=tiny_config("hard", grid=2))
+                max_len=12, val_beam=2, progress=False, seed=3, lr=1e-3, model=tiny_config("hard", grid=2))
     base.update(kw)
     return TrainConfig(**base)

@@ -15,7 +15,7 @@ def setup():
     torch.manual_seed(0)
     vocab = tiny_vocab()
     dec = Decoder(tiny_config(vocab_size=len(vocab))).eval()
-    feats = torch.randn(5, 4, 1280)
+    feats = torch.randn(5, 4, dec.cfg.feature_dim)
     return dec, vocab, feats
 
 
@@ -54,7 +54,7 @@ def test_impossible_end_still_returns_a_max_length_caption():
     dec = Decoder(tiny_config(vocab_size=len(vocab))).eval()
     with torch.no_grad():
         dec.l_o.bias[vocab.end_id] = -1e4  # <end> is never chosen
-    feats = torch.randn(3, 4, 1280)
+    feats = torch.randn(3, 4, dec.cfg.feature_dim)
     for beam in (1, 3):
         for res in decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=7)):
             assert len(res.words) == 7
@@ -84,7 +84,7 @@ def test_hard_attention_reports_locations():
     torch.manual_seed(0)
     vocab = tiny_vocab()
     dec = Decoder(tiny_config("hard", vocab_size=len(vocab))).eval()
-    feats = torch.randn(2, 4, 1280)
+    feats = torch.randn(2, 4, dec.cfg.feature_dim)
     for beam in (1, 3):
         for res in decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=6)):
             assert res.locations is not None and len(res.locations) == len(res.words)
@@ -111,7 +111,7 @@ def test_no_repeat_ngram_stops_a_model_that_loops(beam):
     with torch.no_grad():
         dec.l_o.bias[vocab.stoi["red"]] = 8.0  # "red" after every word
         dec.l_o.bias[vocab.end_id] = -8.0
-    feats = torch.randn(3, 4, 1280)
+    feats = torch.randn(3, 4, dec.cfg.feature_dim)
     looping = decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=9, no_repeat_ngram=0))
     assert all(r.words.count("red") >= 5 for r in looping)
     for n in (1, 2, 3):

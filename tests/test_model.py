@@ -15,7 +15,7 @@ V, D, G = 30, 40, 3
 
 def cfg(attention="soft", score="additive", **kw) -> ModelConfig:
     base = dict(vocab_size=V, feature_dim=D, grid=G, embed_dim=16, hidden_dim=24, attention_dim=12, proj_dim=20,
-                attention=attention, score=score, dropout=0.0)
+                attention=attention, score=score, dropout=0.0, features="head")
     base.update(kw)
     return ModelConfig(**base)
 

@@ -73,7 +73,7 @@ def _model(attention: str = "soft") -> tuple[Decoder, Vocab, torch.Tensor]:
     torch.manual_seed(0)
     vocab = Vocab.build([" ".join(WORDS)], min_count=1)
     cfg = ModelConfig(vocab_size=len(vocab), feature_dim=20, grid=2, embed_dim=8, hidden_dim=12, attention_dim=6,
-                      proj_dim=10, attention=attention, dropout=0.0)
+                      proj_dim=10, attention=attention, dropout=0.0, features="head")
     return Decoder(cfg), vocab, torch.randn(3, 4, 20)
 
 
@@ -161,7 +161,7 @@ def test_scst_loss_needs_two_samples_per_image():
 
 
 def _cfg(shapes: Path, out: Path, **kw):
-    return train_config(shapes, out, **{"model": tiny_config("soft", grid=2), **kw})
+    return train_config(shapes, out, **{"model": tiny_config("soft", grid=2, features="head"), **kw})
 
 
 def test_scst_run_raises_the_reward_from_a_warm_start(shapes, tmp_path):
