@@ -1,4 +1,5 @@
-"""Evaluation of a captioner on a dataset split: caption metrics, diversity and the pointing game.
+"""Evaluation of a captioner on a dataset split: caption metrics, diversity, the pointing game and
+the attention deletion test (:mod:`captioner.faithfulness`).
 
 The numbers in a results table come from here, so nothing that could skew them is dropped silently:
 images that fail to load are counted and listed, predictions without references are an error,
@@ -15,13 +16,14 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .datasets import Record, load_records, read_json
 from .decoding import CaptionResult, DecodeOptions
 from .errors import CaptionerError, ConfigError, DataError
+from .faithfulness import FaithfulnessOptions, check_cells, deletion_test
 from .images import load_image
 from .metrics import METRICS, diversity, score_captions
 from .pointing import InstancesIndex, PointingItem, pointing_game
@@ -43,6 +45,7 @@ class Evaluation:
     diversity: dict[str, float]
     failures: list[tuple[str, str]] = field(default_factory=list)  # (image path, one-line reason)
     pointing: dict[str, Any] | None = None
+    faithfulness: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +58,8 @@ class Evaluation:
         }
         if self.pointing is not None:
             out["pointing_game"] = self.pointing
+        if self.faithfulness is not None:
+            out["faithfulness"] = self.faithfulness
         out["notes"] = list(self.notes)
         return out
 
@@ -201,6 +206,27 @@ def pointing_items(results: Sequence[tuple[Record, CaptionResult]], grid: int,
     return items
 
 
+# ---------------------------------------------------------------------------------- deletion test
+def faithfulness_test(model: Any, results: Sequence[tuple[Record, CaptionResult]], opts: FaithfulnessOptions, *,
+                      batch_size: int = 16, on_image: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The deletion test on the first ``opts.images`` captioned records, images reopened one at a time.
+
+    Images are loaded lazily (a few hundred preprocessed inputs would not fit comfortably in memory);
+    one that can no longer be opened is skipped and counted in ``skipped_images``.
+    """
+    chosen = list(results[: opts.images])
+
+    def inputs() -> Iterator[Any]:
+        for rec, _ in chosen:
+            try:
+                yield model.preprocess(load_image(rec.image_path))
+            except CaptionerError:
+                yield None
+
+    return deletion_test(model, inputs(), [res for _, res in chosen], opts.cells, opts.seed,
+                         grid=model.cfg.grid, batch_size=batch_size, on_image=on_image)
+
+
 # ------------------------------------------------------------------------------------------ scoring
 def score(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]],
           train_captions: Sequence[str] = (), java: bool | None = None, source: str = "the predictions",
@@ -212,16 +238,25 @@ def score(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]
 
 def evaluate(model: Any, records: Sequence[Record], opts: DecodeOptions = DecodeOptions(), *,
              batch_size: int = 16, instances: InstancesIndex | None = None, train_captions: Sequence[str] = (),
-             java: bool | None = None, on_batch: Callable[[int], None] | None = None) -> Evaluation:
+             java: bool | None = None, on_batch: Callable[[int], None] | None = None,
+             deletion: FaithfulnessOptions | None = None,
+             on_deletion: Callable[[int], None] | None = None) -> Evaluation:
     """Caption ``records`` with ``model`` and measure everything: metrics, diversity, pointing game.
 
-    ``instances`` (a loaded COCO instances file) adds the pointing game; ``train_captions`` adds
-    copied% to the diversity figures; ``java`` is passed to :func:`score_captions`. Images that cannot
-    be opened are listed in ``Evaluation.failures`` and left out of every score.
+    ``instances`` (a loaded COCO instances file) adds the pointing game; ``deletion`` adds the
+    attention deletion test (:func:`faithfulness_test`, ``on_deletion(n)`` after each n images);
+    ``train_captions`` adds copied% to the diversity figures; ``java`` is passed to
+    :func:`score_captions`. Images that cannot be opened are listed in ``Evaluation.failures`` and left
+    out of every score.
     """
     references = check_references(records)
     if instances is not None:
         check_instances(records, instances)
+    if deletion is not None:
+        if deletion.images < 1:
+            raise ConfigError(f"--faithfulness-images must be at least 1, got {deletion.images}")
+        if deletion.cells is not None:
+            check_cells(deletion.cells, model.cfg.grid ** 2)  # before decoding anything
     results, failed = caption_records(model, records, opts, batch_size=batch_size, on_batch=on_batch)
     failures = [(rec.image_path, msg) for rec, msg in failed]
     if not results:
@@ -232,12 +267,32 @@ def evaluate(model: Any, records: Sequence[Record], opts: DecodeOptions = Decode
     pointing = None
     if instances is not None:
         pointing = pointing_game(pointing_items(results, model.cfg.grid, instances), instances)
-    return Evaluation(predictions, metrics, div, failures, pointing)
+    faithful = None
+    if deletion is not None:
+        faithful = faithfulness_test(model, results, deletion, batch_size=batch_size, on_image=on_deletion)
+    return Evaluation(predictions, metrics, div, failures, pointing, faithful)
 
 
 # -------------------------------------------------------------------------------------------- table
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v: float | None, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _faithfulness_lines(fa: Mapping[str, Any]) -> list[str]:
+    """The deletion test: a header line, then one row of mean probability drops and the two ratios."""
+    head = (f"deletion test: {fa['words']} words in {fa['images']} images, k={fa['k']} of {fa['cells']} cells "
+            f"blanked, mean p(word) {_num(fa['p_original'])}")
+    if fa.get("skipped_images"):
+        head += f" ({fa['skipped_images']} images could not be reopened)"
+    drop, ratio = fa["drop"], fa["ratio"]
+    return [head,
+            f"{'blanked cells':<16}{'attended':>10}{'random':>10}{'least':>10}{'att/rand':>10}{'att/least':>10}",
+            f"{'p(word) drop':<16}{_num(drop['attended']):>10}{_num(drop['random']):>10}{_num(drop['least']):>10}"
+            f"{_num(ratio['attended_random'], '.2f'):>10}{_num(ratio['attended_least'], '.2f'):>10}"]
 
 
 def format_table(results: Mapping[str, Any]) -> str:
@@ -262,9 +317,15 @@ def format_table(results: Mapping[str, Any]) -> str:
     if pg is not None:
         lines.append(f"{'pointing game':<16}{'words':>7}{'hit rate':>10}{'random':>9}{'centre':>9}")
         rows = list(pg["per_category"].items()) + [("overall", pg["overall"])]
+        attrs = pg.get("attribute_words", {}).get("overall", {})
+        if attrs.get("words"):
+            rows.append(("attribute words", attrs))
         for name, row in rows:
             lines.append(f"{name:<16}{row['words']:>7}{_pct(row['hit_rate']):>10}"
                          f"{_pct(row['random_baseline']):>9}{_pct(row['center_baseline']):>9}")
+    fa = results.get("faithfulness")
+    if fa is not None:
+        lines += _faithfulness_lines(fa)
     for note in results.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -18,10 +18,12 @@ from typing import Iterator
 from .datasets import FORMATS, load_records
 from .decoding import DecodeOptions
 from .errors import ConfigError
+from .faithfulness import FaithfulnessOptions
 
 #: results files written into --out; {split} is the split name
 METRICS_FILE = "metrics_{split}.json"
 RESULTS_FILE = "captions_{split}_results.json"
+FAITHFULNESS_IMAGES = FaithfulnessOptions().images  # default --faithfulness-images
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-repeat-ngram", type=int, default=3, metavar="N",
                    help="never repeat an N-gram (nor a word twice in a row) within a caption; 0 = off (default 3)")
     p.add_argument("--instances", help="COCO instances JSON of the same images: adds the attention pointing game")
+    p.add_argument("--faithfulness", action="store_true",
+                   help="deletion test of attention: blank each content word's most attended cells and measure "
+                        "the drop in its probability, against random and least attended cells (needs --model)")
+    p.add_argument("--deletion-cells", type=int, metavar="K",
+                   help="cells blanked per word in the deletion test (default: 10%% of the cells, at least 1)")
+    p.add_argument("--faithfulness-images", type=int, metavar="N",
+                   help=f"images in the deletion test, three re-encodings per content word "
+                        f"(default {FAITHFULNESS_IMAGES})")
     p.add_argument("--out", help=f"folder for {METRICS_FILE} and {RESULTS_FILE} (COCO results format); "
                                  f"default: print only")
     p.add_argument("--batch-size", type=int, default=16, help="images decoded together (default 16)")
@@ -61,6 +71,16 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.predictions and args.instances:
         raise ConfigError("the pointing game needs attention maps, which a results file lacks; "
                           "decode with --model instead of --predictions")
+    if args.predictions and args.faithfulness:
+        raise ConfigError("the deletion test (--faithfulness) re-scores words with the model, which a results file "
+                          "lacks; decode with --model instead of --predictions")
+    for name in ("deletion_cells", "faithfulness_images"):
+        value = getattr(args, name)
+        flag = f"--{name.replace('_', '-')}"
+        if value is not None and not args.faithfulness:
+            raise ConfigError(f"{flag} only applies to the deletion test; add --faithfulness")
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
 
 
 @contextlib.contextmanager
@@ -127,10 +147,17 @@ def run(args: argparse.Namespace) -> int:
             model_name = model.name
             opts = DecodeOptions(beam=args.beam, max_len=args.max_len, hard_mode=args.hard_mode,
                                  no_repeat_ngram=args.no_repeat_ngram)
-            with tqdm(total=len(records), desc="evaluate", unit="image", disable=not sys.stderr.isatty(),
-                      dynamic_ncols=True) as bar:
+            deletion = None
+            if args.faithfulness:
+                deletion = FaithfulnessOptions(images=args.faithfulness_images or FAITHFULNESS_IMAGES,
+                                               cells=args.deletion_cells)
+            quiet = not sys.stderr.isatty()
+            with tqdm(total=len(records), desc="evaluate", unit="image", disable=quiet, dynamic_ncols=True) as bar, \
+                    tqdm(total=min(len(records), deletion.images) if deletion else 0, desc="deletion test",
+                         unit="image", disable=quiet or deletion is None, dynamic_ncols=True) as del_bar:
                 ev = evaluate(model, records, opts, batch_size=args.batch_size, instances=instances,
-                              train_captions=train_caps, java=java, on_batch=bar.update)
+                              train_captions=train_caps, java=java, on_batch=bar.update, deletion=deletion,
+                              on_deletion=del_bar.update)
     if note:
         ev.notes.append(note)
     results = {

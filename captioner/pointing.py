@@ -42,11 +42,20 @@ class ImageBoxes:
     width: float
     height: float
     objects: tuple[tuple[str, Box], ...]
+    attributes: tuple[tuple[str, Box], ...] = ()  # (lower-case attribute value, box), e.g. ("blue", ...)
 
     def boxes(self, category: str) -> np.ndarray:
         """Boxes of ``category`` as an n×4 array of corners (x0, y0, x1, y1)."""
-        xywh = np.array([b for c, b in self.objects if c == category], dtype=np.float64).reshape(-1, 4)
-        return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        return _corners([b for c, b in self.objects if c == category])
+
+    def attribute_boxes(self, value: str) -> np.ndarray:
+        """Boxes of the objects with attribute ``value`` ("blue"), as corners."""
+        return _corners([b for v, b in self.attributes if v == value])
+
+
+def _corners(xywh_boxes: Sequence[Box]) -> np.ndarray:
+    xywh = np.array(xywh_boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
 
 class InstancesIndex:
@@ -107,6 +116,7 @@ def load_instances(path: str | Path) -> InstancesIndex:
         raise DataError(f"{path}: {len(bad_size)} images have a non-positive width/height "
                         f"(first id: {bad_size[0]}); fix the instances file")
     objects: dict[int, list[tuple[str, Box]]] = {i: [] for i in sizes}
+    attributes: dict[int, list[tuple[str, Box]]] = {i: [] for i in sizes}
     bad: list[int] = []
     for n, ann in enumerate(data["annotations"]):
         box = _parse_annotation(ann, cats, sizes)
@@ -114,10 +124,13 @@ def load_instances(path: str | Path) -> InstancesIndex:
             bad.append(n)
         else:
             objects[ann["image_id"]].append(box)
+            attrs = ann.get("attributes")
+            if isinstance(attrs, dict):  # captioner synth: {"colour": "blue", "size": "small"}
+                attributes[ann["image_id"]].extend((v.lower(), box[1]) for v in attrs.values() if isinstance(v, str))
     if bad:
         raise DataError(f"{path}: {len(bad)} annotations lack a known image_id, category_id or a bbox "
                         f"[x, y, w, h] with w, h >= 0 (first: annotation #{bad[0]}); fix the instances file")
-    images = [ImageBoxes(i, name, w, h, tuple(objects[i])) for i, (name, w, h) in sizes.items()]
+    images = [ImageBoxes(i, name, w, h, tuple(objects[i]), tuple(attributes[i])) for i, (name, w, h) in sizes.items()]
     return InstancesIndex(images, cats.values(), source=str(path))
 
 
@@ -191,6 +204,7 @@ def pointing_game(items: Iterable[PointingItem], instances: InstancesIndex) -> d
     ``center_baseline`` (rates in [0, 1]; None when no word was scored).
     """
     tally: dict[str, list[float]] = {}  # category -> [hits, words, random sum, centre hits]
+    attr_tally: dict[str, list[float]] = {}  # attribute value ("blue") -> the same, against its objects' boxes
     word_cat: dict[str, str | None] = {}
     n_items = unmatched = 0
     for item in items:
@@ -201,25 +215,20 @@ def pointing_game(items: Iterable[PointingItem], instances: InstancesIndex) -> d
             continue
         att, locs = _check_item(item)
         present = {c for c, _ in img.objects}
-        area_cache: dict[str, float] = {}
+        values = {v for v, _ in img.attributes}
         for t, word in enumerate(item.words):
             if word not in word_cat:
                 word_cat[word] = category_for_word(word, instances.categories)
             cat = word_cat[word]
-            if cat is None or cat not in present:
-                continue
-            boxes = img.boxes(cat)
             if locs is None:
                 x, y = peak_point(att[t], img.width, img.height)
             else:
                 x, y = cell_centre(locs[t], att.shape[1:], img.width, img.height)
-            if cat not in area_cache:
-                area_cache[cat] = _union_area(boxes, img.width, img.height) / (img.width * img.height)
-            row_tally = tally.setdefault(cat, [0.0, 0.0, 0.0, 0.0])
-            row_tally[0] += _inside(boxes, x, y)
-            row_tally[1] += 1
-            row_tally[2] += area_cache[cat]
-            row_tally[3] += _inside(boxes, img.width / 2, img.height / 2)
+            if cat is not None and cat in present:
+                _tally(tally.setdefault(cat, [0.0] * 4), img.boxes(cat), img, x, y)
+            value = word.strip(_STRIP).lower()
+            if cat is None and value in values:
+                _tally(attr_tally.setdefault(value, [0.0] * 4), img.attribute_boxes(value), img, x, y)
     if n_items == 0:
         raise DataError("pointing game got no captioned images; check the captions file")
     if unmatched == n_items:
@@ -229,12 +238,23 @@ def pointing_game(items: Iterable[PointingItem], instances: InstancesIndex) -> d
         warnings.warn(f"{unmatched} of {n_items} images are not in {instances.source}; "
                       f"they are left out of the pointing game", stacklevel=2)
     total = np.sum(list(tally.values()), axis=0) if tally else np.zeros(4)
+    attr_total = np.sum(list(attr_tally.values()), axis=0) if attr_tally else np.zeros(4)
     return {
         "overall": _summary(total),
         "per_category": {c: _summary(tally[c]) for c in sorted(tally)},
+        "attribute_words": {"overall": _summary(attr_total),
+                            "per_value": {v: _summary(attr_tally[v]) for v in sorted(attr_tally)}},
         "unmatched_images": unmatched,
         "images": n_items - unmatched,
     }
+
+
+def _tally(row: list[float], boxes: np.ndarray, img: ImageBoxes, x: float, y: float) -> None:
+    """Add one scored word to ``row`` = [hits, words, random-baseline sum, centre hits]."""
+    row[0] += _inside(boxes, x, y)
+    row[1] += 1
+    row[2] += _union_area(boxes, img.width, img.height) / (img.width * img.height)
+    row[3] += _inside(boxes, img.width / 2, img.height / 2)
 
 
 def cell_centre(cell: tuple[int, int], grid_shape: tuple[int, int], width: float, height: float,

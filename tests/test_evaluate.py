@@ -216,3 +216,41 @@ def test_karpathy_format_keeps_file_name_ids(data, tiny_checkpoint, tmp_path):
     assert [p["image_id"] for p in preds] == test_names[:2]
     res = json.loads((out / "metrics_test.json").read_text())
     assert res["split"] == "test" and res["images"] == 2 and "copied_pct" in res["diversity"]
+
+
+def test_faithfulness_deletion_test_in_metrics_and_table(data, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _evaluate("--model", str(tiny_checkpoint), "--data", str(data / "captions_test.json"), "--no-java",
+                     "--beam", "1", "--max-len", "6", "--faithfulness", "--faithfulness-images", "2",
+                     "--out", str(out)) == 0
+    res = json.loads((out / "metrics_test.json").read_text())
+    fa = res["faithfulness"]
+    assert (fa["images"], fa["k"], fa["cells"]) == (2, 1, 4)  # 2x2 grid: k = max(1, round(0.4))
+    assert fa["words"] > 0 and 0 < fa["p_original"] < 1
+    assert set(fa["drop"]) == {"attended", "random", "least"}
+    assert all(-1 <= v <= 1 for v in fa["drop"].values())
+    assert set(fa["ratio"]) == {"attended_random", "attended_least"}
+    assert res["images"] == 3  # the caption metrics still cover the whole split
+    table = capsys.readouterr().out
+    assert "deletion test" in table and "att/rand" in table
+
+    assert _evaluate("--model", str(tiny_checkpoint), "--data", str(data / "captions_test.json"), "--no-java",
+                     "--beam", "1", "--max-len", "4", "--faithfulness", "--deletion-cells", "3", "--limit", "1",
+                     "--out", str(out)) == 0
+    assert json.loads((out / "metrics_test.json").read_text())["faithfulness"]["k"] == 3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--predictions", "PREDS", "--faithfulness"], "--faithfulness"),
+    (["--model", "CKPT", "--deletion-cells", "2"], "add --faithfulness"),
+    (["--model", "CKPT", "--faithfulness", "--faithfulness-images", "0"], "at least 1"),
+    (["--model", "CKPT", "--faithfulness", "--deletion-cells", "5"], "between 1 and the 4 attention cells"),
+])
+def test_faithfulness_bad_options_are_one_line_errors(data, tiny_checkpoint, tmp_path, capsys, extra, message):
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps([{"image_id": i, "caption": "a red circle"} for i in _test_ids(data)]))
+    args = [{"PREDS": str(preds), "CKPT": str(tiny_checkpoint)}.get(a, a) for a in extra]
+    assert _evaluate("--data", str(data / "captions_test.json"), "--no-java", *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("captioner: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
