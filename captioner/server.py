@@ -7,7 +7,8 @@ and a slow upload or a broken file never holds up anyone else. Uploads are check
 ``caption --json`` error shape ``{"image", "error", "model"}``, which the page shows as it is.
 
 Endpoints: ``GET /`` the page; ``POST /api/caption`` one image (multipart field ``image`` or ``demo``,
-or a raw ``image/*`` body) -> the ``caption --json`` entry; ``GET /api/models``; ``GET /api/demos``;
+or a raw ``image/*`` body) -> the ``caption --json`` entry (``overlays=1`` adds the page's heatmaps and
+per-word figures, see :func:`render_overlays`); ``GET /api/models``; ``GET /api/demos``;
 ``GET /demo/<name>``; ``GET /healthz``.
 """
 
@@ -160,7 +161,7 @@ class CaptionService:
 
     def caption(self, image: Image.Image, label: str, model: str, opts: DecodeOptions,
                 overlays: bool = False) -> dict[str, Any]:
-        """The ``caption --json`` entry for one image; ``overlays`` adds the page's heatmap pictures."""
+        """The ``caption --json`` entry for one image; ``overlays`` adds the page's heatmaps and figures."""
         served = self.served[model]
         with served.lock:
             result = served.model.caption_images([image], opts)[0]
@@ -171,17 +172,25 @@ class CaptionService:
 
 
 def render_overlays(image: Image.Image, entry: Mapping[str, Any], max_side: int = OVERLAY_PX) -> dict[str, Any]:
-    """``{"thumbnail": uri, "overlays": [uri per word]}``: the photo and each word's heatmap as JPEG data URIs.
+    """What the page adds to the entry: the photo and each word's heatmap as JPEG data URIs, and the figures.
 
-    Drawn with :func:`captioner.visualize.overlay`, the code behind the CLI's PNG/GIF/HTML outputs, on
-    the upright photo the model saw, so the page and the files always agree.
+    ``{"thumbnail", "overlays": [uri per word], "attention_max", "show_image_weight", "words"}``, where
+    ``words`` is the entry's list with each word's ``peak`` (max α) and ``image_weight`` (Σ α) added.
+    Drawn with :func:`captioner.visualize.overlay` on the caption-wide scale of
+    :func:`captioner.visualize.attention_scale`, the code behind the CLI's PNG/GIF/HTML outputs, on the
+    upright photo the model saw, so the page and the files always agree.
     """
-    from .visualize import overlay
+    from .visualize import attention_scale, overlay
 
     thumb = image.copy()
     thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    uris = [_jpeg_uri(overlay(thumb, w["attention"], w.get("location"))) for w in entry["words"]]
-    return {"thumbnail": _jpeg_uri(thumb), "overlays": uris}
+    sc = attention_scale([w["attention"] for w in entry["words"]])
+    uris = [_jpeg_uri(overlay(thumb, w["attention"], w.get("location"), vmax=sc.top)) for w in entry["words"]]
+    # min(1, ...): a row of 5-decimal weights can sum a hair over 1; the figure is a share of the attention.
+    words = [{**w, "peak": round(peak, 5), "image_weight": round(min(1.0, weight), 5)}
+             for w, peak, weight in zip(entry["words"], sc.peaks, sc.image_weights)]
+    return {"thumbnail": _jpeg_uri(thumb), "overlays": uris, "attention_max": round(sc.vmax, 5),
+            "show_image_weight": sc.show_image_weight, "words": words}
 
 
 def _jpeg_uri(img: Image.Image) -> str:

@@ -3,7 +3,10 @@
 Kept apart from the server code so each file reads on its own. The page asks the JSON endpoint for
 each selected model (with ``overlays=1``: the server renders every word's heatmap with
 :func:`captioner.visualize.overlay`, the same code as the PNG/GIF/HTML outputs) and swaps the
-heatmap over the photo when a word is hovered, focused or clicked.
+heatmap over the photo when a word is hovered, focused or clicked. All heatmaps of one caption share
+its colour scale (0 .. the caption's max α, as in the files), and the page writes each word's peak
+(and, for a visual-sentinel model, image) weight with ``pct()``, the twin of
+:func:`captioner.visualize.percent`, from the ``peak``/``image_weight`` figures the server sends.
 """
 
 from __future__ import annotations
@@ -69,6 +72,15 @@ function el(tag, props, kids) {
 }
 function setError(msg) { $('error').textContent = msg || ''; $('error').hidden = !msg; }
 function setStatus(msg) { $('status').textContent = msg || ''; }
+function pct(x) {  // as visualize.percent() writes it: rounded half up, one decimal below 1%
+  const p = x * 100, whole = Math.floor(p + 0.5);
+  if (whole >= 1) { return whole + '%'; }
+  const tenth = Math.floor(p * 10 + 0.5) / 10;
+  return tenth > 0 ? tenth.toFixed(1) + '%' : '0%';
+}
+function figures(entry, w) {  // as AttentionScale.label() writes it
+  return 'peak ' + pct(w.peak) + (entry.show_image_weight ? ' · img ' + pct(w.image_weight) : '');
+}
 function sizeText(n) {  // as the server writes it (size_text)
   return n >= 1048576 ? parseFloat((n / 1048576).toPrecision(3)) + ' MB' : Math.max(1, Math.round(n / 1024)) + ' KB';
 }
@@ -170,8 +182,9 @@ function fill(panel, entry, beam) {
   let pinned = null;
   const buttons = entry.words.map((w, i) => {
     const b = el('button', {type: 'button', textContent: w.word,
-                            title: 'show where the model looked for "' + w.word + '"'});
+                            title: 'show where the model looked for "' + w.word + '" (' + figures(entry, w) + ')'});
     b.dataset.i = i;
+    b.dataset.figures = figures(entry, w);
     b.addEventListener('mouseenter', () => show(i));
     b.addEventListener('focus', () => show(i));
     b.addEventListener('mouseleave', () => show(pinned));
@@ -185,10 +198,13 @@ function fill(panel, entry, beam) {
     return b;
   });
   function mark() { buttons.forEach((b, j) => b.classList.toggle('pinned', j === pinned)); }
+  // Every heatmap is drawn on one scale, 0 .. the caption's largest weight (entry.attention_max).
+  const legend = 'colour scale 0–' + pct(entry.attention_max) + ', shared by all words';
   function show(i) {
     buttons.forEach((b, j) => b.classList.toggle('on', j === i));
     if (i === null || i === undefined) {
-      heat.hidden = true; heat.removeAttribute('src'); lookat.textContent = 'Hover a word to see its attention map.';
+      heat.hidden = true; heat.removeAttribute('src');
+      lookat.textContent = 'Hover a word to see its attention map (' + legend + ').';
       return;
     }
     heat.src = entry.overlays[i];
@@ -197,16 +213,17 @@ function fill(panel, entry, beam) {
     const loc = entry.words[i].location;  // 0-based [row, col] in the JSON; people count from 1
     const where = loc ? ' · hard attention cell: row ' + (loc[0] + 1) + ', column ' + (loc[1] + 1) : '';
     lookat.textContent = 'attention for "' + entry.words[i].word + '" (' + (i + 1) + '/' + entry.words.length + ')' +
-                         where;
+                         ' · ' + figures(entry, entry.words[i]) + where;
   }
   show(null);
   if (!entry.words.length) { caption.textContent = '(empty caption)'; }
   const meta = el('p', {className: 'meta',
                         textContent: 'score ' + entry.score.toFixed(3) + ' · beam ' + beam + ' · ' + attn +
-                                     ' attention'});
+                                     ' attention' + (entry.words.length ? ' · ' + legend : '')});
   panel.replaceChildren(el('h2', {}, [entry.model + ' ', el('small', {textContent: attn})]),
                         el('div', {className: 'figure'}, [base, heat]), lookat, caption, meta);
   panel.dataset.model = entry.model;
+  panel.dataset.vmax = entry.attention_max;
 }
 """
 

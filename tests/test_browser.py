@@ -18,6 +18,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 from captioner.server import CaptionService, create_app, load_models, running_server  # noqa: E402
+from captioner.visualize import attention_scale, percent  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "demo"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -66,7 +67,9 @@ def page(browser, served, problems):
 def test_upload_caption_hover_shows_heatmap(page, served, tmp_path):
     _, models = served
     page.select_option("#compare", "")  # one model first
-    page.set_input_files("#file", str(DEMO / "astronaut.jpg"))
+    with page.expect_response(lambda r: r.url.endswith("/api/caption")) as answer:
+        page.set_input_files("#file", str(DEMO / "astronaut.jpg"))
+    entry = answer.value.json()
     panel = page.locator(".panel").first
     words = panel.locator(".caption button")
     words.first.wait_for()
@@ -85,6 +88,13 @@ def test_upload_caption_hover_shows_heatmap(page, served, tmp_path):
     assert "on" in words.nth(0).get_attribute("class")
     assert figure.screenshot() != before  # the heatmap really covers the photo
     assert '"' + words.nth(0).inner_text() + '"' in panel.locator(".lookat").inner_text()
+    # The page writes the same figures as the PNG/GIF/HTML titles, from the same caption-wide scale.
+    scale = attention_scale([w["attention"] for w in entry["words"]])
+    assert panel.locator(".lookat").inner_text().endswith(" · " + scale.label(0))
+    assert float(panel.get_attribute("data-vmax")) == pytest.approx(scale.vmax, abs=1e-5)
+    assert scale.legend() in panel.locator(".meta").inner_text()
+    xs = [0.0, 0.0004, 0.0049, 0.005, 0.0051, 0.0149, 0.015, 0.125, 0.315, 0.5, 0.999, 1.0, *scale.peaks]
+    assert page.evaluate("(xs) => xs.map(pct)", xs) == [percent(x) for x in xs]
     page.screenshot(path=str(tmp_path / "hover.png"), full_page=True)
     page.screenshot(path="/tmp/server_screenshot.png", full_page=True)
 

@@ -13,8 +13,12 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+import jsonschema
+import numpy as np
 import pytest
 from PIL import Image
+
+import captioner
 
 pytest.importorskip("starlette", reason="the web server needs starlette (pip install -r requirements.txt)")
 pytest.importorskip("python_multipart", reason="the web server needs python-multipart")
@@ -22,10 +26,12 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from captioner import cli  # noqa: E402
 from captioner.server import (CaptionService, create_app, is_loopback, load_models,  # noqa: E402
-                              running_server)
+                              render_overlays, running_server)
+from captioner.visualize import attention_scale  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "demo"
 PHOTO = DEMO / "astronaut.jpg"
+SCHEMA = json.loads((Path(captioner.__file__).parent / "schema" / "caption.schema.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +104,22 @@ def test_hard_model_reports_a_location_per_word(client):
         assert len(w["attention"]) == 2 and all(0 <= v < 2 for v in w["location"])
 
 
+def decode(uri: str) -> Image.Image:
+    assert uri.startswith("data:image/jpeg;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
+
+
 def test_overlays_are_one_heatmap_per_word_over_the_upright_photo(client):
     r = post_file(client, "a.jpg", PHOTO.read_bytes(), overlays="1", max_len="5")
     entry = r.json()
     assert len(entry["overlays"]) == len(entry["words"]) > 0
-
-    def decode(uri: str) -> Image.Image:
-        assert uri.startswith("data:image/jpeg;base64,")
-        return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
+    jsonschema.validate([entry], SCHEMA)  # the added fields are documented, and only optional ones
+    grids = [np.array(w["attention"]) for w in entry["words"]]
+    for w, g in zip(entry["words"], grids):
+        assert w["peak"] == pytest.approx(g.max(), abs=1e-5)
+        assert w["image_weight"] == pytest.approx(g.sum(), abs=1e-3)
+    assert entry["attention_max"] == pytest.approx(max(g.max() for g in grids), abs=1e-5)
+    assert entry["show_image_weight"] is False  # the tiny models have no sentinel: every row sums to 1
 
     thumb = decode(entry["thumbnail"])
     assert max(thumb.size) == 384
@@ -114,6 +128,75 @@ def test_overlays_are_one_heatmap_per_word_over_the_upright_photo(client):
         assert heat.size == thumb.size and heat.tobytes() != thumb.tobytes()
     plain = post_file(client, "a.jpg", PHOTO.read_bytes(), max_len="5").json()
     assert "overlays" not in plain and "thumbnail" not in plain  # the plain contract stays plain
+    assert "attention_max" not in plain and all("peak" not in w for w in plain["words"])
+
+
+def test_page_overlays_share_the_captions_colour_scale():
+    """A nearly flat map beside a one-hot one: on one scale the flat one barely tints the photo."""
+    grid = 7
+    rows, cols = np.mgrid[0:grid, 0:grid]
+    flat = 1.0 + 0.1 * (cols - rows) / (grid - 1)  # ±10% ramp, peak at the top-right cell
+    flat /= flat.sum()
+    hot = np.zeros((grid, grid))
+    hot[5, 1] = 0.6  # a sentinel model: 40% of this word's attention went to the sentinel
+    photo = Image.new("RGB", (210, 140), (128, 128, 128))
+    entry = {"words": [{"word": "there", "attention": flat.tolist()}, {"word": "dog", "attention": hot.tolist()}]}
+    extra = render_overlays(photo, entry)
+    plain = np.asarray(decode(extra["thumbnail"]), dtype=float)
+    h, w = plain.shape[:2]
+
+    def change(uri: str, cell: tuple[int, int]) -> float:
+        r, c = cell
+        patch = (slice(r * h // grid + 2, (r + 1) * h // grid - 2), slice(c * w // grid + 2, (c + 1) * w // grid - 2))
+        return float(np.abs(np.asarray(decode(uri), dtype=float)[patch] - plain[patch]).mean())
+
+    assert change(extra["overlays"][1], (5, 1)) > 40
+    assert change(extra["overlays"][0], (0, 6)) < 0.35 * change(extra["overlays"][1], (5, 1))
+    assert extra["attention_max"] == pytest.approx(0.6)
+    assert [x["peak"] for x in extra["words"]] == pytest.approx([flat.max(), 0.6], abs=1e-5)  # 5 decimals
+    assert [x["image_weight"] for x in extra["words"]] == pytest.approx([1.0, 0.6])
+    assert extra["show_image_weight"] is True
+    assert entry["words"][0].keys() == {"word", "attention"}  # the caller's entry is left as it was
+    sc = attention_scale([flat, hot])
+    assert sc.label(1) == "peak 60% · img 60%"  # what the page's figures() writes from these numbers
+
+
+def test_page_writes_the_same_figures_as_the_files():
+    """The page's pct()/figures() (run by Node here; by Chromium in test_browser) match visualize's."""
+    import shutil
+    import subprocess
+
+    from captioner.server_page import _JS
+    from captioner.visualize import percent
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    helpers = re.search(r"^function pct\(.*?^}\n^function figures\(.*?^}\n", _JS, flags=re.M | re.S).group(0)
+    xs = [0.0, 0.0004, 0.00049, 0.0049, 0.005, 0.0051, 0.0149, 0.015, 0.025, 0.125, 0.315, 0.5, 0.995, 1.0]
+    xs += list(np.random.default_rng(0).random(200) ** 3)
+    maps = [np.full((2, 2), 0.25), np.array([[0.5, 0.1], [0.0, 0.0]])]  # the second: a sentinel took 40%
+    sc = attention_scale(maps)
+    words = [{"peak": p, "image_weight": w} for p, w in zip(sc.peaks, sc.image_weights)]
+    script = helpers + (f"const xs = {json.dumps(xs)}, words = {json.dumps(words)};\n"
+                        f"const entry = {{show_image_weight: {json.dumps(sc.show_image_weight)}}};\n"
+                        "console.log(JSON.stringify([xs.map(pct), words.map((w) => figures(entry, w))]));")
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    pct, labels = json.loads(out)
+    assert pct == [percent(x) for x in xs]
+    assert labels == [sc.label(i) for i in range(2)] == ["peak 25% · img 100%", "peak 50% · img 60%"]
+
+
+def test_page_script_parses():
+    import shutil
+    import subprocess
+
+    from captioner.server_page import _JS
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    subprocess.run([node, "--check", "-"], input=_JS, capture_output=True, text=True, timeout=60, check=True)
 
 
 def test_page_is_self_contained_and_locked_down(client):

@@ -1,7 +1,9 @@
-"""Heatmap figure, GIF and HTML report: right panel count, right maps, self-contained, atomic."""
+"""Heatmap figure, GIF and HTML report: right panel count, right maps, one honest colour scale, atomic."""
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 import re
 from pathlib import Path
@@ -12,8 +14,10 @@ from PIL import Image
 
 from captioner.errors import ConfigError
 from captioner.visualize import (
+    attention_scale,
     layout,
     overlay,
+    percent,
     render_gif,
     render_heatmap,
     render_html_report,
@@ -84,6 +88,17 @@ def test_upsample_peak_lies_in_the_peak_cells_patch(cell: tuple[int, int], size:
     assert math.floor(x * GRID / width) == cell[1]
 
 
+def test_upsample_with_vmax_keeps_the_weights_proportions() -> None:
+    grid = _peak_cell_grid(2, 5)
+    own = upsample_attention(grid, (70, 70), vmax=grid.max())
+    half = upsample_attention(grid, (70, 70), vmax=2 * grid.max())
+    assert own.max() > 0.8 and np.median(own) > 0.01  # 0 .. vmax, not min .. max: low cells keep some heat
+    np.testing.assert_allclose(half, own / 2, atol=1e-6)
+    flat = np.full((GRID, GRID), 1 / GRID**2)
+    np.testing.assert_allclose(upsample_attention(flat, (20, 20), vmax=0.5), 2 / GRID**2, rtol=1e-4)
+    assert not upsample_attention(grid, (20, 20), vmax=0.0).any()
+
+
 def test_upsample_accepts_a_flat_square_vector_and_flat_maps_give_zeros() -> None:
     grid = _peak_cell_grid(2, 5)
     np.testing.assert_allclose(upsample_attention(grid.ravel(), (50, 60)), upsample_attention(grid, (50, 60)))
@@ -108,6 +123,145 @@ def test_overlay_marks_only_the_outline_of_the_hard_attention_cell() -> None:
     assert changed[:, 1].min() >= 2 * cell - 1 and changed[:, 1].max() <= 3 * cell
     centre = (int(3.5 * cell), int(2.5 * cell))
     assert (plain[centre] == marked[centre]).all()  # an outline, not a filled box
+
+
+# ------------------------------------------------------------------------------ one colour scale
+
+HOT_CELL = (5, 1)  # both chosen cells lie on the test image's plain grey, away from its dark block
+FLAT_PEAK = (0, 6)
+
+
+def _flat_and_hot() -> list[np.ndarray]:
+    """Two words' maps: a nearly uniform one (a ±10% ramp peaking at FLAT_PEAK) and a one-hot one."""
+    rows, cols = np.mgrid[0:GRID, 0:GRID]
+    ramp = 1.0 + 0.1 * (cols - rows) / (GRID - 1)
+    hot = np.zeros((GRID, GRID))
+    hot[HOT_CELL] = 1.0
+    return [ramp / ramp.sum(), hot]
+
+
+def _cell_diff(panel: np.ndarray, plain: np.ndarray, cell: tuple[int, int]) -> float:
+    """Mean absolute colour change, over ``cell``'s patch of the image, that the overlay made."""
+    h, w = plain.shape[:2]
+    r, c = cell
+    ys = slice(math.ceil(r * h / GRID), math.floor((r + 1) * h / GRID))
+    xs = slice(math.ceil(c * w / GRID), math.floor((c + 1) * w / GRID))
+    return float(np.abs(panel[ys, xs].astype(float) - plain[ys, xs].astype(float)).mean())
+
+
+def _decode(uri: str) -> np.ndarray:
+    assert uri.startswith("data:image/")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+
+
+def _panels_png(tmp_path: Path, scale: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(plain input panel, word panels) cut out of a rendered PNG: the large non-white blocks of its one row."""
+    out = render_heatmap(_image(), ["there", "dog"], _flat_and_hot(), tmp_path / "f.png", scale=scale)
+    page = np.asarray(Image.open(out).convert("RGB"))
+    ink = (page < 240).any(axis=2)
+    rows = [y for y in range(ink.shape[0]) if len(_runs(ink[y], 40)) == 3]
+    y0, y1 = rows[0], rows[-1] + 1
+    boxes = _runs(ink[(y0 + y1) // 2], 40)
+    crops = [page[y0:y1, x: x + n] for x, n in boxes]
+    assert all(c.shape[:2] == (90, 120) for c in crops)  # figimage places panels at their own size
+    return crops[0], crops[1:]
+
+
+def _panels_gif(tmp_path: Path, scale: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    out = render_gif(_image(), ["there", "dog"], _flat_and_hot(), tmp_path / "a.gif", scale=scale)
+    frames = []
+    with Image.open(out) as im:
+        for k in range(im.n_frames):
+            im.seek(k)
+            frames.append(np.asarray(im.convert("RGB"))[:90])  # the picture above the label bar
+    return np.asarray(_image()), frames
+
+
+def _panels_html(tmp_path: Path, scale: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    src = tmp_path / "pic.png"
+    _image().save(src)
+    entry = {"image": str(src), "caption": "there dog", "score": -1.0, "model": "m",
+             "words": [{"word": w, "attention": a.tolist()} for w, a in zip(["there", "dog"], _flat_and_hot())]}
+    text = render_html_report([entry], tmp_path / "r.html", scale=scale).read_text("utf-8")
+    plain, *panels = [_decode(u) for u in re.findall(r'<img[^>]*\bsrc="([^"]*)"', text)]
+    return plain, panels  # all JPEG: the plain photo went through the same compression
+
+
+PANELS = {"png": _panels_png, "gif": _panels_gif, "html": _panels_html}
+
+
+@pytest.mark.parametrize("output", list(PANELS))
+def test_shared_scale_keeps_a_flat_map_flat_beside_a_peaked_one(tmp_path: Path, output: str) -> None:
+    plain, (flat, hot) = PANELS[output](tmp_path, "caption")
+    flat_at_peak = _cell_diff(flat, plain, FLAT_PEAK)
+    hot_at_peak = _cell_diff(hot, plain, HOT_CELL)
+    assert hot_at_peak > 40                    # the one-hot word's cell is strongly coloured
+    assert flat_at_peak < 0.35 * hot_at_peak   # the flat word's own peak barely tints the photo
+    # ...and the flat panel is equally faint everywhere: no cell of it stands out from the others.
+    spread = [_cell_diff(flat, plain, (r, c)) for r in (0, 3, 6) for c in (0, 6)]
+    assert max(spread) - min(spread) < 0.25 * hot_at_peak
+
+
+@pytest.mark.parametrize("output", list(PANELS))
+def test_per_word_scale_makes_the_flat_map_look_as_sure_as_the_peaked_one(tmp_path: Path, output: str) -> None:
+    """The old look, kept as scale="word": the same check cannot tell the two maps apart."""
+    plain, (flat, hot) = PANELS[output](tmp_path, "word")
+    assert _cell_diff(flat, plain, FLAT_PEAK) > 0.7 * _cell_diff(hot, plain, HOT_CELL)
+
+
+def test_attention_scale_is_the_caption_wide_max_and_per_word_figures() -> None:
+    flat, hot = _flat_and_hot()
+    sc = attention_scale([flat, 0.5 * hot])
+    assert sc.vmax == pytest.approx(0.5) and sc.top == pytest.approx(0.5)
+    assert sc.peaks == pytest.approx((flat.max(), 0.5))
+    assert sc.image_weights == pytest.approx((1.0, 0.5))
+    assert sc.show_image_weight  # one word put only half its attention on the image (a sentinel model)
+    assert sc.label(1) == "peak 50% · img 50%" and sc.label(0).endswith(" · img 100%")
+    ordinary = attention_scale([flat, hot])
+    assert not ordinary.show_image_weight and ordinary.label(1) == "peak 100%"
+    assert ordinary.legend() == "colour scale 0–100%"
+    assert attention_scale([flat, hot], "word").top is None
+    with pytest.raises(ConfigError):
+        attention_scale([flat], "image")
+
+
+@pytest.mark.parametrize(("x", "text"), [(1.0, "100%"), (0.314, "31%"), (0.0251, "3%"), (0.0204, "2%"),
+                                         (0.00996, "1%"), (0.0051, "1%"), (0.0049, "0.5%"), (0.0004, "0%"),
+                                         (0.0, "0%")])
+def test_percent_is_short_and_rounds_half_up(x: float, text: str) -> None:
+    assert percent(x) == text
+
+
+def test_png_titles_and_gif_labels_carry_each_words_peak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+    from PIL import ImageDraw
+
+    flat, hot = _flat_and_hot()
+    maps = [flat, 0.6 * hot]  # the second word gave 40% of its attention to the sentinel
+    seen: list[str] = []  # every text drawn: figure titles (PNG) and frame labels (GIF)
+    real_fig_text, real_draw_text = Figure.text, ImageDraw.ImageDraw.text
+
+    def fig_text(self, x, y, s, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(s)
+        return real_fig_text(self, x, y, s, *args, **kwargs)
+
+    def draw_text(self, xy, text, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(text)
+        return real_draw_text(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "text", fig_text)
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", draw_text)
+
+    def words_only(texts: list[str]) -> str:  # a label may sit beside its word or on the next line
+        return " ".join(texts).replace("\n", " ").replace(" · ", " ")
+
+    render_heatmap(_image(), ["there", "dog"], maps, tmp_path / "f.png", caption="there dog")
+    assert seen[0].endswith("colour scale 0–60%")
+    there = f"there peak {percent(flat.max())} img 100%"
+    assert words_only(seen[1:]) == f"{there} dog peak 60% img 60%"
+    seen.clear()
+    render_gif(_image(), ["there", "dog"], maps, tmp_path / "a.gif")
+    assert words_only(seen) == f"{there}  (1/2) dog peak 60% img 60%  (2/2)"
 
 
 # ------------------------------------------------------------------------------------- PNG figure
@@ -259,6 +413,35 @@ def test_html_report_marks_malformed_attention_as_failed(tmp_path: Path) -> None
     text = render_html_report([bad, good], tmp_path / "r.html").read_text(encoding="utf-8")
     assert text.count('class="failed"') == 1
     assert text.count("<img") == 2
+
+
+def test_html_report_uses_the_caption_wide_max_and_labels_each_word(tmp_path: Path) -> None:
+    src = tmp_path / "pic.png"
+    _image().save(src)
+    flat, hot = _flat_and_hot()
+    peaked = 0.3 * hot + 0.7 * flat  # rows still sum to 1, peak 0.3 + 0.7 * flat's value there
+    entries = [{"image": str(src), "caption": "there dog", "score": -1.0, "model": "m",
+                "words": [{"word": "there", "attention": flat.tolist()},
+                          {"word": "dog", "attention": peaked.tolist()}]},
+               {"image": str(src), "caption": "dog", "score": -1.0, "model": "m",
+                "words": [{"word": "dog", "attention": flat.tolist()}]}]
+    text = render_html_report(entries, tmp_path / "r.html").read_text("utf-8")
+    vmaxes = [float(v) for v in re.findall(r'data-vmax="([^"]+)"', text)]
+    assert peaked.max() > 0.3 > 0.1 > flat.max()
+    assert vmaxes == pytest.approx([peaked.max(), flat.max()])  # one scale per caption, not per word nor per report
+    peaks = [float(v) for v in re.findall(r'data-peak="([^"]+)"', text)]
+    assert peaks == pytest.approx([flat.max(), peaked.max(), flat.max()])
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", text)
+    assert captions[0] == f"input<small>colour scale 0–{percent(peaked.max())}</small>"
+    assert captions[1:3] == [f"there<small>peak {percent(flat.max())}</small>",
+                             f"dog<small>peak {percent(peaked.max())}</small>"]  # rows sum to 1: no "img"
+    assert "· img" not in text
+
+
+def test_html_report_refuses_an_unknown_scale(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        render_html_report([], tmp_path / "r.html", scale="global")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_html_report_resolves_relative_images_against_image_root(tmp_path: Path) -> None:
