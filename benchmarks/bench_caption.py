@@ -31,7 +31,10 @@ def random_model(vocab_size: int = 2540):
 
     vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(vocab_size - len(SPECIALS)))])
     torch.manual_seed(0)
-    return CaptionModel(ModelConfig(vocab_size=len(vocab), feature_dim=1280), vocab, name="random").eval()
+    from captioner.encoder import feature_dims
+
+    cfg = ModelConfig(vocab_size=len(vocab), **feature_dims(ModelConfig.encoder, ModelConfig.features))
+    return CaptionModel(cfg, vocab, name="random").eval()
 
 
 def demo_images(n: int) -> list:

@@ -1,7 +1,7 @@
 """Time training steps: ``python benchmarks/bench_train.py``: cached features vs the encoder run live.
 
-The model is the default size (``ModelConfig()``) with Flickr8k's shapes: a 7x7 grid of 1280-d
-EfficientNet-Lite0 features, 2540 words, captions of 8-20 words, batches of 32 images x 5 captions.
+The model is the default size (``ModelConfig()``) with Flickr8k's shapes: the 14x14 fused grid of
+EfficientNet-Lite0 (``--features head``: the 7x7 grid of 1280-d head features used until 2026-12), 2540 words, captions of 8-20 words, batches of 32 images x 5 captions.
 
 * cached: ``captioner.train.train_one_epoch`` (the real training loop) over random fp16 features held
   like the feature cache holds them;
@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from captioner.config import ModelConfig, TrainConfig  # noqa: E402
+from captioner.encoder import FEATURES, feature_dims  # noqa: E402
 from captioner.features import FeatureStore, LiveImages  # noqa: E402
 from captioner.model import CaptionModel  # noqa: E402
 from captioner.batches import Pairs  # noqa: E402
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="cached,live", help="which to time (default cached,live)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="(default fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--features", default=ModelConfig.features, choices=FEATURES,
+                        help=f"annotation grid (default {ModelConfig.features}; head = the 7x7 grid used until 2026-12)")
+    parser.add_argument("--grid", type=int, default=None, help="grid side (default 14, or 7 with --features head)")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in ("cached", "live") for m in modes):
@@ -92,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(args.vocab_size - len(SPECIALS)))])
-    mcfg = ModelConfig(attention=args.attention, vocab_size=len(vocab), feature_dim=1280)
+    grid = args.grid or (7 if args.features == "head" else 14)
+    mcfg = ModelConfig(attention=args.attention, vocab_size=len(vocab), features=args.features, grid=grid,
+                       position=args.features != "head", word_query=args.features != "head",
+                       **feature_dims(ModelConfig.encoder, args.features))
     model = CaptionModel(mcfg, vocab, name="bench")
     cfg = TrainConfig(batch_size=args.batch_size, progress=False, precision=args.precision, model=mcfg)
-    print(f"# default-size {args.attention} model: grid {mcfg.grid}, hidden {mcfg.hidden_dim}, vocab {len(vocab)}, "
+    print(f"# default-size {args.attention} model: {mcfg.features} grid {mcfg.grid}, hidden {mcfg.hidden_dim}, vocab {len(vocab)}, "
           f"batch {args.batch_size} images x {args.captions_per_image} captions, {args.precision}, "
           f"{torch.get_num_threads()} threads")
     for mode in modes:

@@ -40,6 +40,7 @@ class ModelConfig:
     hard_decode: str = "argmax"  # how hard attention picks a location at test time
     position: bool = True  # add a learned 2-D (row + column) embedding to every grid cell's annotation
     word_query: bool = True  # attention queries with h_{t-1} plus the word just read, not h_{t-1} alone
+    init_mean: bool = True  # start the LSTM from the mean annotation (the paper); off: a learned start that knows nothing of the image
     sentinel: bool = False  # visual sentinel (Lu et al. 2017): a non-visual slot a word may attend to instead
     vocab_size: int = 0
     feature_dim: int = 0  # D of the encoder; filled in from the encoder
@@ -69,7 +70,7 @@ class ModelConfig:
 
 
 # what a checkpoint written before a field existed meant by its absence (the model it was trained as)
-MODEL_BEFORE_FIELDS = {"features": "head", "position": False, "word_query": False, "sentinel": False, "fine_dim": 0}
+MODEL_BEFORE_FIELDS = {"init_mean": True, "features": "head", "position": False, "word_query": False, "sentinel": False, "fine_dim": 0}
 
 
 @dataclass

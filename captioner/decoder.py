@@ -121,6 +121,8 @@ class Decoder(nn.Module):
     def init_state(self, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """h_0, c_0 from the mean annotation, as in the paper."""
         mean = memory.ann.mean(1)
+        if not self.cfg.init_mean:  # every word must then come through attention: the state knows only what was looked at
+            mean = torch.zeros_like(mean)
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
 
     # --- one word --------------------------------------------------------------------------------

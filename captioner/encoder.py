@@ -198,6 +198,12 @@ def check_features(spec: EncoderSpec, features: str, grid: int) -> None:
         raise ConfigError(f"--features fused needs an even --grid (the head is half the fine grid), got {grid}")
 
 
+def feature_dims(encoder: str, features: str) -> dict[str, int]:
+    """The ``feature_dim`` and ``fine_dim`` a :class:`ModelConfig` needs for this encoder and feature choice."""
+    spec = get_spec(encoder)
+    return {"feature_dim": spec.feature_dim_of(features), "fine_dim": spec.fine_dim if features == "fused" else 0}
+
+
 class Encoder(nn.Module):
     """Backbone + pooling to a fixed grid; returns B x L x D annotations (L = grid**2).
 

@@ -265,11 +265,11 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     train_recs, val_recs = prepare_data(cfg)
     vocab = Vocab.build((c for r in train_recs for c in r.captions), min_count=cfg.min_word_count)
     model_cfg = cfg.model
-    from .encoder import get_spec
+    from .encoder import feature_dims
 
-    spec = get_spec(model_cfg.encoder)
-    model_cfg.vocab_size, model_cfg.feature_dim = len(vocab), spec.feature_dim_of(model_cfg.features)
-    model_cfg.fine_dim = spec.fine_dim if model_cfg.features == "fused" else 0
+    model_cfg.vocab_size = len(vocab)
+    for k, v in feature_dims(model_cfg.encoder, model_cfg.features).items():
+        setattr(model_cfg, k, v)
     model = CaptionModel(model_cfg, vocab, pretrained_encoder=not cfg.random_encoder,
                          encoder_weights=cfg.encoder_weights, fine_tune_blocks=cfg.fine_tune_blocks, name=out.name)
     paths = sorted({r.image_path for r in train_recs} | {r.image_path for r in val_recs})

@@ -21,6 +21,7 @@ _HELP = {
     "grid": "annotation grid side (14 = stride 16 at 224 px; 7 for --features head)",
     "position": "add a learned 2-D position embedding to every grid cell",
     "word_query": "attention queries with the word just read as well as the LSTM state",
+    "init_mean": "start the LSTM from the mean annotation (the paper); --no-init-mean: from a learned constant",
     "sentinel": "visual sentinel: a word may attend to a non-visual slot instead of the image (Lu et al. 2017)",
     "alpha_c": "weight of the doubly stochastic attention term (0 = off)",
     "ds_target": "doubly stochastic target per cell: one (the paper) | length (T/L: measures concentration only)",

@@ -22,13 +22,11 @@ def _small_threads():
 def tiny_config(attention: str = "soft", score: str = "additive", grid: int = 2, vocab_size: int = 0,
                 features: str = "fused", **kw) -> ModelConfig:
     """A small model on the real offline encoder: 32 px input -> 2x2 grid (the default fused features), fast on a CPU."""
-    from captioner.encoder import get_spec
+    from captioner.encoder import feature_dims
 
-    spec = get_spec("efficientnet-lite0")
     return ModelConfig(encoder="efficientnet-lite0", grid=grid, embed_dim=16, hidden_dim=32, attention_dim=16,
                        proj_dim=24, attention=attention, score=score, dropout=0.0, vocab_size=vocab_size,
-                       features=features, feature_dim=spec.feature_dim_of(features),
-                       fine_dim=spec.fine_dim if features == "fused" else 0, **kw)
+                       features=features, **feature_dims("efficientnet-lite0", features), **kw)
 
 
 def tiny_vocab() -> Vocab:
