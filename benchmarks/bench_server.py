@@ -10,6 +10,7 @@ percentiles. Exit status 1 if any request failed. Traffic never leaves 127.0.0.1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
@@ -21,9 +22,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 
@@ -37,12 +40,12 @@ def multipart(image: Path, fields: dict[str, str]) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def start_server(model: str, log_path: Path, timeout: float) -> tuple[subprocess.Popen, str]:
-    """``captioner serve`` on a free 127.0.0.1 port; returns the process and its URL once it answers."""
+def start_server(model: str, log_path: Path, timeout: float, extra: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
+    """``captioner serve`` (plus ``extra`` flags) on a free 127.0.0.1 port; the process and its URL once it answers."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = open(log_path, "w")  # noqa: SIM115  the server's log outlives this function
     proc = subprocess.Popen([sys.executable, "-m", "captioner", "serve", "--model", model, "--compare", "none",
-                             "--host", "127.0.0.1", "--port", "0"], stdout=log, stderr=log, env=env, cwd=ROOT)
+                             "--host", "127.0.0.1", "--port", "0", *extra], stdout=log, stderr=log, env=env, cwd=ROOT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -55,6 +58,32 @@ def start_server(model: str, log_path: Path, timeout: float) -> tuple[subprocess
         time.sleep(0.2)
     proc.terminate()
     raise SystemExit(f"bench_server: the server did not start within {timeout:.0f} s; log in {log_path}")
+
+
+@contextlib.contextmanager
+def serving(model: str, tiny: bool, url: str | None, tmp: Path, timeout: float,
+            extra: Sequence[str] = ()) -> Iterator[str]:
+    """The base URL to test: ``url`` as given, or ``captioner serve`` started here and stopped after.
+
+    ``tiny`` serves a random tiny model (what the tests use); the server's log is ``tmp/server.log``.
+    """
+    if url:
+        yield url.rstrip("/")
+        return
+    if tiny:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import make_checkpoint
+
+        model = str(make_checkpoint(tmp / "tiny-soft.safetensors"))
+    proc, started = start_server(model, tmp / "server.log", timeout, extra)
+    try:
+        yield started
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _get(url: str, path: str) -> int | None:
@@ -117,11 +146,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered), max(1, rank)) - 1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --tiny, --url: which server a benchmark sends to (see :func:`serving`)."""
     parser.add_argument("--model", default="default", help="model to serve (default: default)")
     parser.add_argument("--tiny", action="store_true", help="serve a random tiny model instead (as in the tests)")
     parser.add_argument("--url", help="use this already running server (loopback only) instead of starting one")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_server_arguments(parser)
     parser.add_argument("--requests", type=int, default=200, help="total requests (default 200)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--image", default=str(ROOT / "demo" / "astronaut.jpg"), help="photo to send")
@@ -131,33 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.clients < 1:
         parser.error("--requests and --clients must be at least 1")
-    if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+    if args.url and urlparse(args.url).hostname not in LOOPBACK:
         parser.error("--url must be a server on this machine (127.0.0.1, localhost or ::1)")
 
     fields = {"beam": str(args.beam)} | ({"overlays": "1"} if args.overlays else {})
     body, ctype = multipart(Path(args.image), fields)
-    with tempfile.TemporaryDirectory(prefix="bench_server.") as tmp:
-        proc = None
-        model = args.model
-        if args.tiny:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from conftest import make_checkpoint
-
-            model = str(make_checkpoint(Path(tmp) / "tiny-soft.safetensors"))
-        try:
-            if args.url:
-                url = args.url.rstrip("/")
-            else:
-                proc, url = start_server(model, Path(tmp) / "server.log", args.timeout)
-            load(url, body, ctype, 2, 1, args.timeout)  # warm-up, not counted
-            latencies, failures, seconds = load(url, body, ctype, args.requests, args.clients, args.timeout)
-        finally:
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    with tempfile.TemporaryDirectory(prefix="bench_server.") as tmp, \
+            serving(args.model, args.tiny, args.url, Path(tmp), args.timeout) as url:
+        load(url, body, ctype, 2, 1, args.timeout)  # warm-up, not counted
+        latencies, failures, seconds = load(url, body, ctype, args.requests, args.clients, args.timeout)
     ok = len(latencies)
     line = (f"server: {args.requests} requests from {args.clients} clients: {ok} ok, {len(failures)} failed "
             f"in {seconds:.1f} s = {ok / seconds:.1f} requests/s")

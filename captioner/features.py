@@ -5,6 +5,10 @@ activations where those blocks begin, so each training step runs only the blocks
 Features live in a memory-mapped ``.npy`` (fp16 by default: half the disk, no measurable loss) under a
 folder named by the encoder's cache key (name, weights, grid, preprocessing, fine-tuned blocks) and by
 the list of images. Any change gives a new key, so a stale cache is never read.
+
+An entry is written under a lock (one writer; another process that needs it waits and then reads it),
+with its blocks allocated up front, so a full disk is a clear error and never a half-written entry;
+the temporary file of a writer that was killed is removed on the next start.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from tqdm import tqdm
 from .encoder import Encoder, build_preprocess
 from .errors import CaptionerError
 from .images import load_image
-from .io_utils import atomic_path, write_json
+from .io_utils import atomic_path, remove_stale_temps, reserve_space, write_json
+from .locks import FileLock
 
 
 def default_cache_dir() -> Path:
@@ -79,6 +84,23 @@ def _list_hash(paths: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_entry(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path | None = None,
+                fp16: bool = True) -> Path:
+    """The cache entry of these images: ``STEM.npy`` (features), ``STEM.json`` (index), ``STEM.lock`` (writer)."""
+    folder = Path(cache_dir or default_cache_dir()) / encoder.cache_key()
+    return folder / f"{_list_hash([str(p) for p in paths])}{'-fp16' if fp16 else ''}"
+
+
+def _cached(stem: Path, paths: list[str]) -> FeatureStore | None:
+    meta_path, array_path = stem.with_suffix(".json"), stem.with_suffix(".npy")
+    if meta_path.is_file() and array_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("paths") == paths:
+            arr = np.load(array_path, mmap_mode="r")
+            return FeatureStore(arr, paths, np.asarray(meta["valid"], dtype=bool))
+    return None
+
+
 def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path | None = None, *,
                    fp16: bool = True, batch_size: int = 32, workers: int = 0, progress: bool = True,
                    device: torch.device | str = "cpu") -> FeatureStore:
@@ -87,15 +109,20 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
     Unreadable images do not stop the run: they are reported together at the end and marked invalid.
     """
     paths = [str(p) for p in paths]
-    folder = Path(cache_dir or default_cache_dir()) / encoder.cache_key()
-    stem = folder / f"{_list_hash(paths)}{'-fp16' if fp16 else ''}"
+    stem = cache_entry(encoder, paths, cache_dir, fp16)
+    remove_stale_temps(stem.parent)
+    store = _cached(stem, paths)
+    if store is not None:
+        return store
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(stem.with_suffix(".lock"), "feature cache entry", wait=True):
+        # whoever held the lock may just have written this very entry
+        return _cached(stem, paths) or _encode_all(encoder, paths, stem, fp16, batch_size, workers, progress, device)
+
+
+def _encode_all(encoder: Encoder, paths: list[str], stem: Path, fp16: bool, batch_size: int, workers: int,
+                progress: bool, device: torch.device | str) -> FeatureStore:
     meta_path, array_path = stem.with_suffix(".json"), stem.with_suffix(".npy")
-    if meta_path.is_file() and array_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("paths") == paths:
-            arr = np.load(array_path, mmap_mode="r")
-            return FeatureStore(arr, paths, np.asarray(meta["valid"], dtype=bool))
-    folder.mkdir(parents=True, exist_ok=True)
     encoder = encoder.to(device).eval()
     side = encoder.image_size
     shape = tuple(encoder.frozen_part(torch.zeros(1, 3, side, side, device=device)).shape[1:])
@@ -106,6 +133,7 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
                         generator=torch.Generator())  # own generator: caching must not shift the global RNG
     with atomic_path(array_path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if fp16 else np.float32, shape=(len(paths), *shape))
+        reserve_space(tmp)
         with torch.no_grad():
             for idx, batch, bad in tqdm(loader, desc="encoding images", unit="batch", disable=not progress):
                 errors.extend(err for _, err in bad)
@@ -117,7 +145,7 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
     write_json(meta_path, {"paths": paths, "valid": valid.tolist(), "encoder": encoder.cache_key(), "shape": [len(paths), *shape]})
     if errors:
         warnings.warn(f"{len(errors)} of {len(paths)} images could not be read and are left out "
-                      f"(first: {'; '.join(errors[:3])})", stacklevel=2)
+                      f"(first: {'; '.join(errors[:3])})", stacklevel=3)
     return FeatureStore(np.load(array_path, mmap_mode="r"), paths, valid)
 
 

@@ -4,7 +4,9 @@ A small Starlette app run by uvicorn. Models are loaded once at start; each sits
 and inference runs in the threadpool, so the event loop keeps answering while a caption is computed
 and a slow upload or a broken file never holds up anyone else. Uploads are checked before decoding
 (size, format, pixel count) and every rejection is a 4xx with a one-line message in the
-``caption --json`` error shape ``{"image", "error", "model"}``, which the page shows as it is.
+``caption --json`` error shape ``{"image", "error", "model"}``, which the page shows as it is (Starlette's
+own refusals, an unknown page or a wrong method, are JSON ``{"error"}`` too). benchmarks/bench_fuzz.py
+checks all this against thousands of malformed requests.
 
 Endpoints: ``GET /`` the page; ``POST /api/caption`` one image (multipart field ``image`` or ``demo``,
 or a raw ``image/*`` body) -> the ``caption --json`` entry (``overlays=1`` adds the page's heatmaps and
@@ -286,8 +288,10 @@ def create_app(service: CaptionService, allowed_hosts: list[str] | None = None) 
     _require_web()
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import ClientDisconnect
     from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -318,6 +322,10 @@ def create_app(service: CaptionService, allowed_hosts: list[str] | None = None) 
             else:
                 image = await run_in_threadpool(service.open_upload, data, label)
             entry = await run_in_threadpool(service.caption, image, label, model, opts, overlays)
+        except ClientDisconnect:  # gone before its upload was complete: nobody to answer
+            log.info("client went away while sending %s", label)
+            return JSONResponse(error_entry(label, "upload incomplete: the client disconnected", model),
+                                status_code=400)
         except RequestError as exc:
             log.info("refused %s: %s", label, exc.message)
             return JSONResponse(error_entry(label, exc.message, model), status_code=exc.status)
@@ -345,6 +353,12 @@ def create_app(service: CaptionService, allowed_hosts: list[str] | None = None) 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "models": list(service.served)})
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own refusals (no such page, wrong method) in JSON too, like every other answer."""
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": f"{exc.detail} ({request.method} {request.url.path[:100]})"},
+                            status_code=exc.status_code, headers=exc.headers)
+
     routes = [
         Route("/", index), Route("/api/caption", api_caption, methods=["POST"]),
         Route("/api/models", models), Route("/api/demos", demos),
@@ -353,7 +367,7 @@ def create_app(service: CaptionService, allowed_hosts: list[str] | None = None) 
     middleware = [Middleware(_SecurityHeaders)]
     if allowed_hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
-    app = Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
     app.state.service = service
     return app
 

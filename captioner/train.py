@@ -9,6 +9,7 @@ continues exactly where a run stopped, even after Ctrl-C mid-epoch.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -27,17 +28,16 @@ from .config import TrainConfig, to_dict
 from .datasets import Record, load_records
 from .decoding import DecodeOptions, decode
 from .ema import WeightAverage
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CaptionerError, CheckpointError, ConfigError, DataError, DiskFullError
 from .features import FeatureStore, LiveImages, cache_features
-from .io_utils import atomic_path, write_json
+from .io_utils import atomic_path, disk_full, write_bytes, write_json, write_text
 from .loss import update_baseline, update_word_baseline
 from .model import CaptionModel, resolve_device
 from .objectives import scst_terms, xe_terms
+from .runs import METRICS_FILE, STATE_FILE, claim_run
 from .scst import CaptionReward
 from .vocab import Vocab, detokenize
 from .weights import save_checkpoint
-
-STATE_FILE = "last.state.pt"
 
 
 @dataclass
@@ -180,8 +180,9 @@ def _save_state(path: Path, model: CaptionModel, optimizer: torch.optim.Optimize
             "state": json.dumps(state.__dict__), "config": json.dumps(to_dict(cfg))}
     if average is not None:
         blob["average"] = average.state_dict()
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    buf = io.BytesIO()  # serialised in memory, then written: a full disk is then a clear OSError
+    torch.save(blob, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -193,6 +194,22 @@ def _load_state(path: Path) -> dict[str, Any]:
     except Exception as exc:
         raise CheckpointError(f"{path}: corrupt training state, cannot resume ({str(exc).splitlines()[0][:120]})") from None
     return blob
+
+
+@contextlib.contextmanager
+def _resume_advice(out: Path) -> Iterator[None]:
+    """A disk that fills mid-run: the error says how to go on from what was saved (nothing is half-written)."""
+    try:
+        yield
+    except DiskFullError as exc:
+        then = ("continue with --resume (what was saved before is intact)" if (out / STATE_FILE).is_file()
+                else "start again with --overwrite")
+        raise disk_full(Path(exc.path or out), then) from None
+
+
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    """The log, one JSON row per epoch, rewritten whole each time: never a half-written last line."""
+    write_text(path, "".join(json.dumps(row) + "\n" for row in history))
 
 
 def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
@@ -253,10 +270,45 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run training as configured; returns the final history and best score."""
+def _all_ranks_agree(ok: bool, world: int) -> bool:
+    """Rank 0's ``ok`` on every rank, so that when rank 0 cannot start the others stop too, not hang."""
+    if world == 1:
+        return ok
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+    dist.broadcast(flag, 0)
+    return bool(flag)
+
+
+def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] | None = None,
+         overwrite: bool = False) -> dict[str, Any]:
+    """Run training as configured; returns the final history and best score.
+
+    ``cfg.out`` is claimed first (see :func:`captioner.runs.claim_run`): a folder that holds a run needs
+    ``resume`` or ``overwrite``, and a folder another training is writing is refused. Under torchrun,
+    rank 0 holds the folder for all ranks.
+    """
     cfg.validate()
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite starts a new one; pass only one")
     rank, world = _distributed()
+    try:
+        with contextlib.ExitStack() as stack:
+            failure: CaptionerError | None = None
+            if rank == 0:
+                try:
+                    stack.enter_context(claim_run(cfg.out, resume=resume, overwrite=overwrite))
+                except CaptionerError as exc:
+                    failure = exc
+            if not _all_ranks_agree(failure is None, world):
+                raise failure or ConfigError(f"rank 0 could not start the run in {cfg.out}; its error says why")
+            return _train(cfg, rank, world, resume, on_step)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
+           on_step: Callable[[int], None] | None) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device if world == 1 or cfg.device == "cpu" else f"cuda:{rank}")
@@ -314,6 +366,8 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
                                   f"({str(exc).splitlines()[0][:120]})") from None
         state = TrainState(**json.loads(blob["state"]))
         torch.set_rng_state(blob["rng"])
+        if rank == 0:  # the log as of the saved state: drops rows of an epoch whose state was never saved
+            _write_metrics(out / METRICS_FILE, state.history)
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     if resume and average is not None:
         try:
@@ -330,17 +384,16 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     def save_all(tag: str | None = None) -> None:
         if rank != 0:
             return
-        _save_state(out / STATE_FILE, model, optimizer, state, cfg, average)
         extra = {"name": out.name, "epoch": state.epoch, "fine_tune_blocks": cfg.fine_tune_blocks,
                  "weights": "moving average" if average is not None else "last step"}
-        with averaged():  # the checkpoints hold the weights that were validated
-            save_checkpoint(out / "last.safetensors", model.checkpoint_state(), model_cfg, vocab, extra=extra)
+        with _resume_advice(out), averaged():  # the checkpoints hold the weights that were validated
             if tag:
                 save_checkpoint(out / f"{tag}.safetensors", model.checkpoint_state(), model_cfg, vocab,
                                 extra={**extra, "val": state.history[-1] if state.history else {}})
-
-    if rank == 0 and not resume and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
+            save_checkpoint(out / "last.safetensors", model.checkpoint_state(), model_cfg, vocab, extra=extra)
+        # the state last: until it is written, --resume redoes this epoch and rewrites the checkpoints
+        with _resume_advice(out):
+            _save_state(out / STATE_FILE, model, optimizer, state, cfg, average)
 
     def validated_bleu4(scores: dict[str, float]) -> float:
         bleu4 = scores.get("BLEU-4", 0.0)
@@ -353,9 +406,9 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
     def log_row(row: dict[str, Any]) -> None:
         state.history.append(row)
         if rank == 0:
-            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-            _plot_curves(state.history, out / "curves.png")
+            with _resume_advice(out):
+                _write_metrics(out / METRICS_FILE, state.history)
+                _plot_curves(state.history, out / "curves.png")
 
     if cfg.init_from and not resume:
         # the warm start is the score to beat: "best" is only replaced by an epoch that improves on it
@@ -366,36 +419,32 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
             print(f"epoch 0 (from {cfg.init_from}): val BLEU-4 {state.best:.2f}", flush=True)
         save_all("best")
     interrupted = {"flag": False}
-    try:
-        while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
-            try:
-                stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step,
-                                        reward, average)
-                with averaged():
-                    scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
-            except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
-                interrupted["flag"] = True
-                save_all()
-                if rank == 0:
-                    print(f"interrupted: saved {out / STATE_FILE} at epoch {state.epoch + 1}, batch {state.step}; "
-                          f"continue with --resume", flush=True)
-                break
-            bleu4 = validated_bleu4(scores)
-            state.epoch += 1
-            state.step = 0
-            improved = bleu4 > state.best
-            state.best, state.bad_epochs = (bleu4, 0) if improved else (state.best, state.bad_epochs + 1)
-            if not improved and state.bad_epochs % max(cfg.lr_patience, 1) == 0:
-                for g in optimizer.param_groups:
-                    g["lr"] *= cfg.lr_decay
-            log_row({"epoch": state.epoch, **stats, **scores, "lr": optimizer.param_groups[0]["lr"]})
+    while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
+        try:
+            stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step,
+                                    reward, average)
+            with averaged():
+                scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
+        except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
+            interrupted["flag"] = True
+            save_all()
             if rank == 0:
-                train_fig = (f"reward of samples {stats['reward']:.3f}" if "reward" in stats
-                             else f"loss {stats['ce']:.3f}")
-                print(f"epoch {state.epoch}: {train_fig}, val BLEU-4 {bleu4:.2f}"
-                      f"{' (best)' if improved else ''}, {stats['captions_per_s']:.0f} captions/s", flush=True)
-            save_all("best" if improved else None)
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+                print(f"interrupted: saved {out / STATE_FILE} at epoch {state.epoch + 1}, batch {state.step}; "
+                      f"continue with --resume", flush=True)
+            break
+        bleu4 = validated_bleu4(scores)
+        state.epoch += 1
+        state.step = 0
+        improved = bleu4 > state.best
+        state.best, state.bad_epochs = (bleu4, 0) if improved else (state.best, state.bad_epochs + 1)
+        if not improved and state.bad_epochs % max(cfg.lr_patience, 1) == 0:
+            for g in optimizer.param_groups:
+                g["lr"] *= cfg.lr_decay
+        log_row({"epoch": state.epoch, **stats, **scores, "lr": optimizer.param_groups[0]["lr"]})
+        if rank == 0:
+            train_fig = (f"reward of samples {stats['reward']:.3f}" if "reward" in stats
+                         else f"loss {stats['ce']:.3f}")
+            print(f"epoch {state.epoch}: {train_fig}, val BLEU-4 {bleu4:.2f}"
+                  f"{' (best)' if improved else ''}, {stats['captions_per_s']:.0f} captions/s", flush=True)
+        save_all("best" if improved else None)
     return {"history": state.history, "best": state.best, "interrupted": interrupted["flag"], "out": str(out)}

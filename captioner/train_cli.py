@@ -59,6 +59,8 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "") ->
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML or JSON file of options (flags override it)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in an --out that holds a run, moving the old run to OUT.old-<time>")
     _add_fields(parser, TrainConfig)
     _add_fields(parser, ModelConfig, prefix="model.")
 
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from .train import main
 
     cfg = config_from_args(args)
-    result = main(cfg, resume=args.resume)
+    result = main(cfg, resume=args.resume, overwrite=args.overwrite)
     if result["interrupted"]:
         return 130
     print(f"done: best validation BLEU-4 {result['best']:.2f}; checkpoints in {result['out']}")

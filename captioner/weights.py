@@ -15,7 +15,7 @@ import torch
 
 from .config import MODEL_BEFORE_FIELDS, ModelConfig, from_dict, to_dict
 from .errors import CaptionerError, CheckpointError
-from .io_utils import atomic_path
+from .io_utils import write_bytes
 from .vocab import Vocab
 
 FORMAT = "captioner-checkpoint"
@@ -57,8 +57,11 @@ def resolve_model_path(name_or_path: str) -> Path:
 
 def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], cfg: ModelConfig, vocab: Vocab,
                     extra: dict[str, Any] | None = None, half: bool = False) -> None:
-    """Write tensors + config + vocabulary atomically (``half`` stores floats as fp16 to ship small)."""
-    from safetensors.torch import save_file
+    """Write tensors + config + vocabulary atomically (``half`` stores floats as fp16 to ship small).
+
+    Serialised in memory, then written: a full disk is then a clear error, not a failure inside safetensors.
+    """
+    from safetensors.torch import save
 
     tensors = {}
     for k, v in state.items():
@@ -66,8 +69,7 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], cfg: Model
         tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
     meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(to_dict(cfg)),
             "vocab": json.dumps(vocab.to_dict()), "extra": json.dumps(extra or {})}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_bytes(path, save(tensors, metadata=meta))
 
 
 def _looks_like_safetensors(path: Path) -> bool:

@@ -19,6 +19,19 @@ def _small_threads():
     yield
 
 
+def random_pngs(folder: Path, n: int = 3) -> list[str]:
+    """``n`` small random-noise PNG files in ``folder`` (a feature cache's input)."""
+    import numpy as np
+    from PIL import Image
+
+    paths = []
+    for i in range(n):
+        p = folder / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
 def tiny_config(attention: str = "soft", score: str = "additive", grid: int = 2, vocab_size: int = 0,
                 features: str = "fused", **kw) -> ModelConfig:
     """A small model on the real offline encoder: 32 px input -> 2x2 grid (the default fused features), fast on a CPU."""

@@ -13,12 +13,17 @@ import pytest
 from captioner.synth import generate
 
 
-def _train(args: list[str], out: Path, nproc: int) -> dict:
+def _launch(args: list[str], out: Path, nproc: int, port_offset: int = 0) -> subprocess.CompletedProcess:
+    port = 29500 + os.getpid() % 1000 + nproc + port_offset
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                "--master_addr", "127.0.0.1", "--master_port", str(29500 + os.getpid() % 1000 + nproc)] if nproc > 1 else [sys.executable]
+                "--master_addr", "127.0.0.1", "--master_port", str(port)] if nproc > 1 else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CAPTIONER_BACKEND": "gloo"}
     cmd = launcher + ["-m", "captioner", "train", *args, "--out", str(out), "--threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)  # a hung rank fails here
+
+
+def _train(args: list[str], out: Path, nproc: int) -> dict:
+    proc = _launch(args, out, nproc)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
 
@@ -35,3 +40,8 @@ def test_two_process_torchrun_matches_single_process_at_start(tmp_path):
     assert double["first_ce"] == pytest.approx(single["first_ce"], rel=0.02)
     assert (tmp_path / "two" / "best.safetensors").is_file()
     assert not any((tmp_path / "two").glob("*rank1*"))
+    assert not (tmp_path / "two" / "train.lock").exists()  # rank 0 released the run folder
+    # the same command again: rank 0 refuses the finished run, and rank 1 stops with it instead of waiting
+    again = _launch(common + ["--batch-size", "4"], tmp_path / "two", 2, port_offset=3)
+    assert again.returncode != 0 and "already holds a run (1 epoch" in again.stderr, again.stderr[-2000:]
+    assert "rank 0 could not start the run" in again.stderr

@@ -5,20 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from captioner.encoder import Encoder
 from captioner.features import cache_features
+from conftest import random_pngs
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("imgs")
-    paths = []
-    for i in range(3):
-        p = folder / f"{i}.png"
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
+    paths = random_pngs(folder)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     return paths + [str(folder / "broken.jpg")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import re
 import socket
 import struct
@@ -285,6 +286,14 @@ def test_a_crash_inside_the_model_is_a_500_and_the_next_request_works(client, mo
     assert len(calls) == 2
 
 
+def test_wrong_method_and_unknown_page_are_json_errors_too(client):
+    r = client.get("/api/caption")
+    assert r.status_code == 405 and "POST" in r.headers["allow"]
+    assert r.json()["error"] == "Method Not Allowed (GET /api/caption)"
+    r = client.post("/api/nothing-here")
+    assert r.status_code == 404 and r.json()["error"].startswith("Not Found")
+
+
 def test_foreign_host_header_is_refused_when_guarded(models):
     with TestClient(create_app(CaptionService(models, demo_dir=None), allowed_hosts=["127.0.0.1"])) as c:
         assert c.get("/healthz").status_code == 400  # TestClient says Host: testserver
@@ -318,6 +327,25 @@ def test_a_stalled_upload_does_not_block_other_clients(models):
             assert results == [200] * 4
         finally:
             stalled.close()
+
+
+def test_a_client_that_leaves_mid_upload_is_no_server_error(models, caplog):
+    caplog.set_level(logging.INFO, logger="captioner.server")
+    with running_server(create_app(CaptionService(models, demo_dir=DEMO))) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"POST /api/caption HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                         b"Content-Length: 100000\r\n\r\n0123456789")
+            sock.shutdown(socket.SHUT_WR)  # and gone: the body never comes
+            while sock.recv(65536):
+                pass
+        req = urllib.request.Request(f"{url}/api/caption?beam=1&max_len=5", data=PHOTO.read_bytes(),
+                                     headers={"Content-Type": "image/jpeg"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert resp.status == 200
+    records = [r for r in caplog.records if r.name == "captioner.server"]
+    assert any("client went away" in r.getMessage() for r in records)
+    assert not [r for r in records if r.levelno >= logging.ERROR]
 
 
 # ----------------------------------------------------------------------------------- CLI and setup
