@@ -23,8 +23,8 @@ from captioner.decoding import DecodeOptions  # noqa: E402
 from captioner.images import load_image  # noqa: E402
 
 
-def random_model(vocab_size: int = 2540):
-    """A default-size model with random decoder weights on the real offline encoder."""
+def random_model(vocab_size: int = 2540, features: str | None = None):
+    """A default-size model with random decoder weights on the real offline encoder (``features``: the grid)."""
     from captioner.config import ModelConfig
     from captioner.model import CaptionModel
     from captioner.vocab import SPECIALS, Vocab
@@ -33,7 +33,10 @@ def random_model(vocab_size: int = 2540):
     torch.manual_seed(0)
     from captioner.encoder import feature_dims
 
-    cfg = ModelConfig(vocab_size=len(vocab), **feature_dims(ModelConfig.encoder, ModelConfig.features))
+    features = features or ModelConfig.features
+    head = features == "head"  # the 7x7 grid used until 2026-12, as it was
+    cfg = ModelConfig(vocab_size=len(vocab), features=features, grid=7 if head else 14, position=not head,
+                      word_query=not head, **feature_dims(ModelConfig.encoder, features))
     return CaptionModel(cfg, vocab, name="random").eval()
 
 
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint (default: default)")
     parser.add_argument("--random", action="store_true", help="time a random model of the default size instead")
+    parser.add_argument("--features", default=None, choices=["head", "stage16", "fused"],
+                        help="with --random: the annotation grid (default: the default, fused)")
     parser.add_argument("--images", type=int, default=20, help="images timed one by one at batch 1 (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before each measurement (default 2)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size for the throughput figure (default 32)")
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.random:
-        model = random_model()
+        model = random_model(features=args.features)
     else:
         from captioner.model import load_model
 
