@@ -134,3 +134,13 @@ def test_fused_features_project_the_head_once_per_coarse_cell_and_match_an_upsam
     up = torch.nn.functional.interpolate(head, scale_factor=2, mode="nearest").flatten(2).transpose(1, 2)
     want = dec.project.fine(fine.flatten(2).transpose(1, 2)) + dec.project.coarse(up)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_without_init_mean_the_lstm_starts_knowing_nothing_of_the_image():
+    torch.manual_seed(0)
+    vocab = tiny_vocab()
+    blind = Decoder(tiny_config(vocab_size=len(vocab), init_mean=False))
+    seeing = Decoder(tiny_config(vocab_size=len(vocab)))
+    a, b = torch.randn(1, 4, blind.cfg.feature_dim), torch.randn(1, 4, blind.cfg.feature_dim)
+    torch.testing.assert_close(blind.init_state(blind.memory(a))[0], blind.init_state(blind.memory(b))[0])
+    assert not torch.allclose(seeing.init_state(seeing.memory(a))[0], seeing.init_state(seeing.memory(b))[0])
