@@ -44,6 +44,11 @@ class StepOut:
     log_location: torch.Tensor | None = None  # B log p(s_t) of the chosen cells (hard attention)
 
 
+def over_cells(alpha: torch.Tensor, sentinel: torch.Tensor | None) -> torch.Tensor:
+    """The cells' weights renormalised to sum to 1 (a sentinel's share removed): where hard attention samples."""
+    return alpha if sentinel is None else alpha / (1.0 - sentinel).clamp_min(1e-6).unsqueeze(1)
+
+
 class FusedProjection(nn.Module):
     """Fused features -> P per fine cell: W_f fine + upsample(W_c head), the FPN top-down sum.
 
@@ -155,7 +160,7 @@ class Decoder(nn.Module):
             alpha = torch.softmax(logits, dim=1)
         location = log_location = None
         if self.cfg.attention == "hard" and mode != "expect":
-            where = alpha / (1.0 - beta).clamp_min(1e-6).unsqueeze(1) if beta is not None else alpha  # sums to 1
+            where = over_cells(alpha, beta)
             location = hard_sample(where.detach(), mode, generator)
             log_location = torch.log(where.gather(1, location.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
             z = pick_context(memory.ann, location)
@@ -232,7 +237,7 @@ class Decoder(nn.Module):
             if hard and out.log_location is not None:
                 log_locs.append(out.log_location)
                 log_chosen = log_chosen + F.pad(out.log_location, (0, B - b))
-                where = out.alpha if out.sentinel is None else out.alpha / (1.0 - out.sentinel).clamp_min(1e-6).unsqueeze(1)
+                where = over_cells(out.alpha, out.sentinel)
                 ent = ent + F.pad(entropy(where), (0, B - b))
         return TrainOut(
             logits=self.logits(torch.cat(embs), torch.cat(hs), torch.cat(zs)), targets=torch.cat(targets),
