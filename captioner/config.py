@@ -15,9 +15,19 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 ATTENTION_TYPES = ("soft", "hard", "local")
+HARD_ESTIMATORS = ("paper", "token", "togo")
 SCORE_FUNCTIONS = ("additive", "dot", "general")
 HARD_DECODE_MODES = ("argmax", "expect", "sample")
 OBJECTIVES = ("xe", "scst")
+
+
+#: what ``score: auto`` means for each attention type (see ModelConfig.score)
+AUTO_SCORE = {"soft": "general", "hard": "additive", "local": "additive"}
+
+
+def resolve_score(score: str, attention: str) -> str:
+    """The score function a config names, ``auto`` replaced by the attention type's default."""
+    return AUTO_SCORE.get(attention, "additive") if score == "auto" else score
 
 
 @dataclass
@@ -34,7 +44,10 @@ class ModelConfig:
     attention_dim: int = 256
     proj_dim: int = 512  # annotations are projected from the encoder's D to this size once per image
     attention: str = "soft"
-    score: str = "additive"
+    # auto: general (bilinear) for soft attention, additive for hard and local. Soft attention with the
+    # general score points at the named object far more often (BENCHMARKS.md); hard attention's REINFORCE
+    # signal learns more slowly through it
+    score: str = "auto"
     dropout: float = 0.5
     local_sigma: float = 1.0  # width of the Gaussian window of local attention, in grid cells
     hard_decode: str = "argmax"  # how hard attention picks a location at test time
@@ -54,6 +67,7 @@ class ModelConfig:
             raise ConfigError(f"unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
         if self.attention not in ATTENTION_TYPES:
             raise ConfigError(f"unknown attention type {self.attention!r}; choose one of {', '.join(ATTENTION_TYPES)}")
+        self.score = resolve_score(self.score, self.attention)
         if self.score not in SCORE_FUNCTIONS:
             raise ConfigError(f"unknown score function {self.score!r}; choose one of {', '.join(SCORE_FUNCTIONS)}")
         if self.hard_decode not in HARD_DECODE_MODES:
@@ -109,7 +123,10 @@ class TrainConfig:
     reinforce_weight: float = 1.0  # hard attention: weight of the REINFORCE term lambda_r
     baseline_decay: float = 0.9  # hard attention: moving-average baseline b <- decay b + (1 - decay) log p
     expected_prob: float = 0.5  # hard attention: probability of using the expected context per image
-    hard_estimator: str = "paper"  # hard attention REINFORCE: paper (caption log p, moving average) | token (word log p, per-word baseline)
+    hard_estimator: str = "paper"  # hard attention REINFORCE: paper (caption log p, moving average) | token (word log p, per-word baseline) | togo (log p of the words from t on)
+    location_samples: int = 1  # hard attention: location paths sampled per caption; >= 2: each path's baseline is the others' mean (leave-one-out)
+    entropy_weight_end: float | None = None  # hard attention: anneal the entropy bonus linearly to this by the last epoch (None = constant)
+    expected_prob_end: float | None = None  # hard attention: anneal the expected-context probability linearly to this by the last epoch
     val_beam: int = 3
     val_no_repeat_ngram: int = 3  # validation decoding blocks repeated n-grams like `caption` (0 = off, as before 2026-11-22)
     val_images: int | None = None  # decode only the first N validation images (None = all)
@@ -145,8 +162,14 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns the average off")
         if self.scst_bleu_weight < 0 or self.scst_xe_weight < 0:
             raise ConfigError("scst_bleu_weight and scst_xe_weight must be >= 0")
-        if self.hard_estimator not in ("paper", "token"):
-            raise ConfigError(f"unknown hard_estimator {self.hard_estimator!r}; choose paper or token")
+        if self.hard_estimator not in HARD_ESTIMATORS:
+            raise ConfigError(f"unknown hard_estimator {self.hard_estimator!r}; choose one of {', '.join(HARD_ESTIMATORS)}")
+        if self.location_samples < 1:
+            raise ConfigError(f"location_samples must be at least 1, got {self.location_samples}")
+        if self.expected_prob_end is not None and not 0.0 <= self.expected_prob_end <= 1.0:
+            raise ConfigError(f"expected_prob_end must be in [0, 1], got {self.expected_prob_end}")
+        if self.entropy_weight_end is not None and self.entropy_weight_end < 0:
+            raise ConfigError(f"entropy_weight_end must be >= 0, got {self.entropy_weight_end}")
         if self.ds_target not in ("one", "length"):
             raise ConfigError(f"unknown ds_target {self.ds_target!r}; choose one or length")
         if self.box_weight < 0:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, entropy, gather_context, hard_sample, pick_context
-from .config import ModelConfig
+from .config import ModelConfig, resolve_score
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Decoder(nn.Module):
         if cfg.position:  # where a cell is, as the annotations of a fine grid no longer say it by themselves
             self.position_rows = nn.Parameter(torch.randn(cfg.grid, P) * 0.02)
             self.position_cols = nn.Parameter(torch.randn(cfg.grid, P) * 0.02)
-        self.attention = Attention(cfg.attention, cfg.score, P, H, cfg.attention_dim, cfg.grid, cfg.local_sigma)
+        self.attention = Attention(cfg.attention, resolve_score(cfg.score, cfg.attention), P, H, cfg.attention_dim, cfg.grid, cfg.local_sigma)
         if cfg.word_query:  # the query knows the word just read ("blue" -> look at the blue thing next)
             self.query_word = nn.Linear(E, H, bias=False)
         if cfg.sentinel:  # s_t = g_t * tanh(c_{t-1}), g_t = sigmoid(W [h_{t-1}; E y_{t-1}]), projected to P

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import HARD_ESTIMATORS
 from .decoder import TrainOut
 
 
@@ -20,8 +21,6 @@ class LossTerms:
     reward: float  # mean log p(y | s, a) per caption (hard)
     word_rewards: tuple[torch.Tensor, torch.Tensor] | None = None  # token estimator: per-word sums, counts (V)
 
-
-HARD_ESTIMATORS = ("paper", "token")
 
 
 DS_TARGETS = ("one", "length")

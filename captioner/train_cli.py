@@ -15,7 +15,7 @@ _ALIASES = {"data_format": ["--format"]}
 _HELP = {
     "data_format": "dataset format: coco | karpathy | flickr8k",
     "data": "captions JSON (coco train file), Karpathy JSON, or Flickr8k folder/caption file",
-    "attention": "soft | hard | local", "score": "additive | dot | general",
+    "attention": "soft | hard | local", "score": "auto (general for soft, additive for hard and local) | additive | dot | general",
     "encoder": "efficientnet-lite0 (offline default) | resnet50/101/152 | vgg16/19",
     "features": "annotation grid: fused (stride-16 stage + head, top-down) | stage16 | head (stride 32, the paper's)",
     "grid": "annotation grid side (14 = stride 16 at 224 px; 7 for --features head)",
