@@ -15,8 +15,10 @@ from pathlib import Path
 
 from .decoding import DecodeOptions
 from .errors import CaptionerError, ConfigError
+from .familiarity import print_unfamiliar_note
 from .images import find_images, load_image
 from .output import caption_entry, error_entry
+from .progress import print_result, progress_bar
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -110,34 +112,38 @@ def run(args: argparse.Namespace) -> int:
     names = _output_names(paths)
     model = load_model(args.model, device=args.device)
     opts = DecodeOptions(beam=args.beam, max_len=args.max_len, hard_mode=args.hard_mode, sample=args.sample,
-                         seed=args.seed, no_repeat_ngram=args.no_repeat_ngram)
+                         location_samples=args.location_samples, seed=args.seed, no_repeat_ngram=args.no_repeat_ngram)
     entries: list[dict] = [error_entry(p, msg, model.name) for p, msg in problems]
     failures = [msg for _, msg in problems]
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start : start + args.batch_size]
-        opened = []
-        for p in chunk:
-            try:
-                opened.append((p, load_image(p)))
-            except CaptionerError as exc:
-                failures.append(str(exc))
-                entries.append(error_entry(str(p), str(exc), model.name))
-        if not opened:
-            continue
-        results = model.caption_images([im for _, im in opened], opts)
-        for (p, im), res in zip(opened, results):
-            entry = caption_entry(str(p), res, model.name, model.cfg.grid)
-            entries.append(entry)
-            if not args.json:
-                print(f"{p}\t{res.caption}", flush=True)
-            locs = [tuple(w["location"]) for w in entry["words"]] if res.locations is not None else None
-            grids = [res.alphas[t].reshape(model.cfg.grid, model.cfg.grid) for t in range(len(res.words))]
-            out = _target(args.heatmap, names[p], ".png", many)
-            if out:
-                _write(out, render_heatmap, im, res.words, grids, out, locations=locs, caption=res.caption)
-            out = _target(args.gif, names[p], ".gif", many)
-            if out:
-                _write(out, render_gif, im, res.words, grids, out, locations=locs)
+    with progress_bar(len(paths), "caption", enabled=args.progress) as bar:
+        for start in range(0, len(paths), args.batch_size):
+            chunk = paths[start : start + args.batch_size]
+            opened = []
+            for p in chunk:
+                try:
+                    opened.append((p, load_image(p)))
+                except CaptionerError as exc:
+                    failures.append(str(exc))
+                    entries.append(error_entry(str(p), str(exc), model.name))
+                    bar.update(1)
+            if not opened:
+                continue
+            results = model.caption_images([im for _, im in opened], opts)
+            for (p, im), res in zip(opened, results):
+                entry = caption_entry(str(p), res, model.name, model.cfg.grid)
+                entries.append(entry)
+                if not args.json:
+                    print_result(f"{p}\t{res.caption}")
+                print_unfamiliar_note(str(p), res, model)
+                locs = [tuple(w["location"]) for w in entry["words"]] if res.locations is not None else None
+                grids = [res.alphas[t].reshape(model.cfg.grid, model.cfg.grid) for t in range(len(res.words))]
+                out = _target(args.heatmap, names[p], ".png", many)
+                if out:
+                    _write(out, render_heatmap, im, res.words, grids, out, locations=locs, caption=res.caption)
+                out = _target(args.gif, names[p], ".gif", many)
+                if out:
+                    _write(out, render_gif, im, res.words, grids, out, locations=locs)
+                bar.update(1)
     if args.json:
         print(json.dumps(entries))
     if args.html:

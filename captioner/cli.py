@@ -26,6 +26,8 @@ def _formatwarning(message, category, filename, lineno, line=None) -> str:  # on
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from . import synth
+    from .devices import add_device_argument
+    from .progress import add_progress_argument
 
     parser = argparse.ArgumentParser(prog="captioner", description="Show, Attend and Tell image captioning.")
     parser.add_argument("--version", action="version", version=f"captioner {__version__}")
@@ -40,9 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gif", help="write animated GIF(s), one frame per word: a .gif file or a folder")
     p.add_argument("--html", help="write one self-contained HTML report of all images")
     p.add_argument("--json", action="store_true", help="print JSON (caption, score, per-word attention)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_argument(p)
+    add_progress_argument(p)
     p.add_argument("--batch-size", type=int, default=16, help="images decoded together (default 16)")
     p.add_argument("--hard-mode", choices=["argmax", "expect", "sample"], help="hard attention location at test time")
+    p.add_argument("--location-samples", type=int, default=1, metavar="K",
+                   help="with --hard-mode sample: K sampled location paths per hypothesis, their word "
+                        "probabilities averaged (weighted by how well each path explains the words so far) (default 1)")
     p.add_argument("--no-repeat-ngram", type=int, default=3, metavar="N",
                    help="never repeat an N-gram (nor a word twice in a row) within a caption; 0 = off (default 3)")
     p.add_argument("--sample", action="store_true", help="sample words instead of beam search (use --seed)")
@@ -61,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a synthetic COCO-style dataset (for tests and grounding)")
     synth.add_arguments(p)
 
-    p = sub.add_parser("models", help="list the shipped models")
+    p = sub.add_parser("models", help="list the installed models with their size and location")
 
     p = sub.add_parser("export", help="turn a training checkpoint into a small shippable model file")
     p.add_argument("source", help="checkpoint file or training run folder")
@@ -74,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .server import add_arguments as add_serve_arguments
 
     add_serve_arguments(p)
+
+    p = sub.add_parser("familiarity", help="fit or measure how familiar photos look to a model (issue 13)")
+    from .familiarity_cli import add_arguments as add_familiarity_arguments
+
+    add_familiarity_arguments(p)
     return parser
 
 
@@ -105,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .server import run as run_serve
 
             return run_serve(args)
+        if args.command == "familiarity":
+            from .familiarity_cli import run as run_familiarity
+
+            return run_familiarity(args)
         if args.command == "export":
             from .weights import export_checkpoint
 
@@ -113,9 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
             return 0
         if args.command == "models":
-            from .weights import available_models
+            from .weights import models_table
 
-            print("\n".join(available_models()) or "no models installed")
+            print(models_table())
             return 0
     except CaptionerError as exc:
         print(f"captioner: error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .devices import DEFAULT_DEVICE, DEVICE_HELP
 from .errors import ConfigError
 
 ATTENTION_TYPES = ("soft", "hard", "local")
@@ -30,34 +31,62 @@ def resolve_score(score: str, attention: str) -> str:
     return AUTO_SCORE.get(attention, "additive") if score == "auto" else score
 
 
+#: the argparse groups of ``captioner train --help`` and the sections of docs/options.md, in this order
+OPTION_GROUPS = ("data", "model", "attention", "optimisation", "hard attention / REINFORCE", "self-critical", "runtime")
+DATA, MODEL, ATTENTION, OPTIMISATION, HARD, SCST, RUNTIME = OPTION_GROUPS
+
+
+def option(default: Any, help: str, group: str, *, flag: bool = True) -> Any:
+    """A config field that carries its own one-line description and group.
+
+    ``captioner train --help``, the config-file keys and docs/options.md are all made from these, so
+    they cannot drift apart. ``flag=False``: a field the code fills in (no flag, not documented).
+    """
+    if group not in OPTION_GROUPS:
+        raise ValueError(f"unknown option group {group!r}; choose one of {', '.join(OPTION_GROUPS)}")
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag})
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model from a checkpoint."""
 
-    encoder: str = "efficientnet-lite0"
-    # head: the last stage (stride 32; every cell sees the whole image) | stage16: the stride-16 stage |
-    # fused: stride-16 stage + head added top-down (each cell local, with the head's semantics)
-    features: str = "fused"
-    grid: int = 14  # the annotation grid is grid x grid locations (L = grid**2); 14 = stride 16 at 224 px
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    attention_dim: int = 256
-    proj_dim: int = 512  # annotations are projected from the encoder's D to this size once per image
-    attention: str = "soft"
-    # auto: general (bilinear) for soft attention, additive for hard and local. Soft attention with the
-    # general score points at the named object far more often (BENCHMARKS.md); hard attention's REINFORCE
-    # signal learns more slowly through it
-    score: str = "auto"
-    dropout: float = 0.5
-    local_sigma: float = 1.0  # width of the Gaussian window of local attention, in grid cells
-    hard_decode: str = "argmax"  # how hard attention picks a location at test time
-    position: bool = True  # add a learned 2-D (row + column) embedding to every grid cell's annotation
-    word_query: bool = True  # attention queries with h_{t-1} plus the word just read, not h_{t-1} alone
-    init_mean: bool = True  # start the LSTM from the mean annotation (the paper); off: a learned start that knows nothing of the image
-    sentinel: bool = False  # visual sentinel (Lu et al. 2017): a non-visual slot a word may attend to instead
-    vocab_size: int = 0
-    feature_dim: int = 0  # D of the encoder; filled in from the encoder
-    fine_dim: int = 0  # fused features: channels of the stride-16 part (the rest is the shuffled head)
+    encoder: str = option("efficientnet-lite0", "image CNN: efficientnet-lite0 (weights ship with the package, works "
+                          "offline) | resnet50 | resnet101 | resnet152 | vgg16 | vgg19 (torchvision weights)", MODEL)
+    features: str = option("fused", "which encoder stage gives the annotation grid: fused (stride-16 stage + the head "
+                           "added top-down: each cell local, with the head's semantics) | stage16 | head (the last "
+                           "stage, stride 32: every cell sees the whole image)", MODEL)
+    grid: int = option(14, "side of the annotation grid, in cells: attention chooses among grid x grid locations "
+                       "(14 = stride 16 at 224 px; 7 with --features head)", MODEL)
+    embed_dim: int = option(256, "size of the word embeddings", MODEL)
+    hidden_dim: int = option(512, "size of the LSTM's hidden and cell state", MODEL)
+    attention_dim: int = option(256, "width of the additive score's hidden layer and of local attention's centre "
+                                "predictor (the dot and general scores do not use it)", ATTENTION)
+    proj_dim: int = option(512, "size the encoder's annotations are projected to, once per image", MODEL)
+    attention: str = option("soft", "attention type: soft (weighted mean of the cells) | hard (one sampled cell per "
+                            "word, trained with REINFORCE) | local (soft inside a moving Gaussian window)", ATTENTION)
+    # general is the default for soft attention because it points at the named object far more often
+    # (BENCHMARKS.md); hard attention's REINFORCE signal learns more slowly through it
+    score: str = option("auto", "how the query is scored against each cell: auto (general for soft attention, "
+                        "additive for hard and local) | additive | dot | general (bilinear)", ATTENTION)
+    dropout: float = option(0.5, "dropout probability on the LSTM state and the output layer's input", MODEL)
+    local_sigma: float = option(1.0, "local attention: width (standard deviation) of the Gaussian window, in grid "
+                                "cells", ATTENTION)
+    hard_decode: str = option("argmax", "hard attention at test time: argmax (the most likely cell) | expect (the "
+                              "expected context, as soft attention) | sample (a random cell)", HARD)
+    position: bool = option(True, "add a learned 2-D (row + column) embedding to every grid cell's annotation",
+                            ATTENTION)
+    word_query: bool = option(True, "attention queries with the previous LSTM state plus the word just read "
+                              "(off: the state alone)", ATTENTION)
+    init_mean: bool = option(True, "start the LSTM from the mean annotation, as the paper (off: from a learned "
+                             "start that knows nothing of the image)", MODEL)
+    sentinel: bool = option(False, "visual sentinel (Lu et al. 2017): a word may attend to a non-visual slot "
+                            "instead of the image", ATTENTION)
+    vocab_size: int = option(0, "words in the vocabulary; filled in from the training data", MODEL, flag=False)
+    feature_dim: int = option(0, "channels D of the encoder's annotations; filled in from the encoder", MODEL,
+                              flag=False)
+    fine_dim: int = option(0, "fused features: channels of the stride-16 part (the rest is the shuffled head); "
+                           "filled in from the encoder", MODEL, flag=False)
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError for names that no code path implements."""
@@ -91,59 +120,108 @@ MODEL_BEFORE_FIELDS = {"init_mean": True, "features": "head", "position": False,
 class TrainConfig:
     """One training run. Every field is a `captioner train` flag and a config-file key."""
 
-    data_format: str = "coco"  # coco | karpathy | flickr8k
-    data: str = ""  # captions JSON (coco: the train file), Karpathy JSON, or Flickr8k folder/file
-    images: str | None = None  # images folder (coco/karpathy)
-    val_data: str | None = None  # coco only: the validation captions JSON
-    train_split: str = "train"
-    val_split: str = "val"
-    out: str = "runs/run"
-    cache_dir: str | None = None  # feature cache; default ~/.cache/captioner/features
-    fp16_cache: bool = True
-    skip_missing: bool = False
-    min_word_count: int = 5
-    max_len: int = 20  # longest caption (in words) used for training
-    epochs: int = 20
-    batch_size: int = 32  # images per batch, each with all of its captions
-    lr: float = 4e-4
-    encoder_lr: float = 1e-4
-    fine_tune_blocks: int = 0  # 0 = frozen encoder; N = train the last N blocks
-    feature_cache: bool = True  # cache what the encoder computes up to its trained blocks; off: run it all live
-    weight_decay: float = 0.0
-    grad_clip: float = 5.0
-    lr_decay: float = 0.8  # multiply the learning rate by this when validation BLEU-4 does not improve
-    lr_patience: int = 1
-    early_stop: int = 4  # stop after this many epochs without a better validation BLEU-4
-    alpha_c: float = 0.0  # doubly stochastic regularisation weight (the paper: 1; off by default, see BENCHMARKS.md)
-    ds_target: str = "one"  # doubly stochastic term: one (the paper: each cell's total attention -> 1) | length (-> T/L)
-    instances: str | None = None  # COCO instances JSON of the training images: box supervision of attention
-    box_weight: float = 1.0  # with --instances: weight of -sum gamma log alpha for words naming a boxed category
-    label_smoothing: float = 0.0  # cross-entropy against (1 - eps) one-hot + eps uniform
-    entropy_weight: float = 0.01  # hard attention: entropy bonus lambda_e
-    reinforce_weight: float = 1.0  # hard attention: weight of the REINFORCE term lambda_r
-    baseline_decay: float = 0.9  # hard attention: moving-average baseline b <- decay b + (1 - decay) log p
-    expected_prob: float = 0.5  # hard attention: probability of using the expected context per image
-    hard_estimator: str = "paper"  # hard attention REINFORCE: paper (caption log p, moving average) | token (word log p, per-word baseline) | togo (log p of the words from t on)
-    location_samples: int = 1  # hard attention: location paths sampled per caption; >= 2: each path's baseline is the others' mean (leave-one-out)
-    entropy_weight_end: float | None = None  # hard attention: anneal the entropy bonus linearly to this by the last epoch (None = constant)
-    expected_prob_end: float | None = None  # hard attention: anneal the expected-context probability linearly to this by the last epoch
-    val_beam: int = 3
-    val_no_repeat_ngram: int = 3  # validation decoding blocks repeated n-grams like `caption` (0 = off, as before 2026-11-22)
-    val_images: int | None = None  # decode only the first N validation images (None = all)
-    seed: int = 0
-    workers: int = 0
-    threads: int | None = None
-    device: str = "cpu"
-    precision: str = "fp32"  # fp32 | bf16 (autocast matrix products; ~2x faster on CPUs with AVX512-BF16/AMX)
-    progress: bool = True
-    random_encoder: bool = False  # build the encoder with random weights (tests only)
-    encoder_weights: str | None = None  # a weight file for torchvision encoders
-    init_from: str | None = None  # start from this checkpoint's weights (e.g. hard attention from a soft model)
-    ema_decay: float = 0.0  # > 0: validate and save a moving average of the weights (e.g. 0.999); 0 = off
-    objective: str = "xe"  # xe: cross-entropy on the references | scst: self-critical training on CIDEr-D
-    scst_samples: int = 5  # scst: captions sampled per image; each is judged against the mean of the others
-    scst_bleu_weight: float = 0.0  # scst: reward = CIDEr-D + this x sentence BLEU-4
-    scst_xe_weight: float = 0.0  # scst: add this x the cross-entropy on the reference captions to the loss
+    data_format: str = option("coco", "dataset format: coco | karpathy | flickr8k", DATA)
+    data: str = option("", "training captions, needed by every run: a COCO captions JSON (the train file), a "
+                       "Karpathy JSON, or a Flickr8k folder or caption file", DATA)
+    images: str | None = option(None, "images folder (coco and karpathy; none: looked for beside the data file)",
+                                DATA)
+    val_data: str | None = option(None, "the validation captions JSON, needed by --format coco (karpathy and "
+                                  "flickr8k validate on --val-split of --data)", DATA)
+    train_split: str = option("train", "split(s) trained on, e.g. train or train,restval (karpathy and flickr8k "
+                              "select it from the data; coco labels the file with it)", DATA)
+    val_split: str = option("val", "split validated on each epoch (coco: the label of --val-data)", DATA)
+    out: str = option("runs/run", "run folder: checkpoints, config.json, vocab.json, metrics.jsonl, curves.png "
+                      "and the resume state", RUNTIME)
+    cache_dir: str | None = option(None, "folder of the encoder feature cache (none: ~/.cache/captioner/features)",
+                                   RUNTIME)
+    fp16_cache: bool = option(True, "store cached features as float16: half the disk, no measurable loss (off: "
+                              "float32)", RUNTIME)
+    skip_missing: bool = option(False, "leave out images missing on disk, with a warning (off: a missing image is "
+                                "an error)", DATA)
+    min_word_count: int = option(5, "a word enters the vocabulary when it occurs at least this many times in the "
+                                 "training captions; rarer words become UNK", DATA)
+    max_len: int = option(20, "longest caption, in words: longer training captions are cut, validation captions "
+                          "stop there", DATA)
+    epochs: int = option(20, "most passes over the training images (early stopping may end the run sooner)",
+                         OPTIMISATION)
+    batch_size: int = option(32, "images per batch (per process under torchrun), each with all of its captions",
+                             OPTIMISATION)
+    lr: float = option(4e-4, "Adam learning rate of the decoder", OPTIMISATION)
+    encoder_lr: float = option(1e-4, "Adam learning rate of the fine-tuned encoder blocks (with --fine-tune-blocks)",
+                               OPTIMISATION)
+    fine_tune_blocks: int = option(0, "train the encoder's last N blocks too (0: the encoder stays frozen)",
+                                   OPTIMISATION)
+    feature_cache: bool = option(True, "cache what the encoder computes up to its trained blocks, once per image "
+                                 "(off: run the whole encoder live every batch)", RUNTIME)
+    weight_decay: float = option(0.0, "Adam weight decay (L2 penalty) of every trained parameter", OPTIMISATION)
+    grad_clip: float = option(5.0, "clip the gradient's global norm to this before each step (0: no clipping)",
+                              OPTIMISATION)
+    lr_decay: float = option(0.8, "multiply the learning rates by this when validation BLEU-4 has not improved for "
+                             "--lr-patience epochs", OPTIMISATION)
+    lr_patience: int = option(1, "epochs in a row without a better validation BLEU-4 before each learning-rate "
+                              "decay", OPTIMISATION)
+    early_stop: int = option(4, "stop after this many epochs in a row without a better validation BLEU-4",
+                             OPTIMISATION)
+    alpha_c: float = option(0.0, "weight of the doubly stochastic attention penalty, which pushes each cell's "
+                            "attention summed over the words towards --ds-target (the paper: 1; 0: off, see "
+                            "BENCHMARKS.md)", ATTENTION)
+    ds_target: str = option("one", "target of each cell's summed attention in the doubly stochastic penalty: one (the "
+                            "paper) | length (T/L for a caption of T words: penalises only uneven attention)",
+                            ATTENTION)
+    instances: str | None = option(None, "COCO instances JSON of the training images: supervise attention with the "
+                                   "boxes of the categories the words name", ATTENTION)
+    box_weight: float = option(1.0, "with --instances: weight of the box loss -sum gamma log alpha, gamma uniform "
+                               "over the cells the named category's boxes cover", ATTENTION)
+    label_smoothing: float = option(0.0, "label smoothing eps: cross-entropy against (1 - eps) one-hot + eps "
+                                    "uniform (0: plain cross-entropy)", OPTIMISATION)
+    entropy_weight: float = option(0.01, "hard attention: weight lambda_e of the bonus for the entropy of the "
+                                   "attention distribution a location is sampled from (keeps it exploring)", HARD)
+    reinforce_weight: float = option(1.0, "hard attention: weight lambda_r of the REINFORCE term that trains where "
+                                     "attention samples", HARD)
+    baseline_decay: float = option(0.9, "hard attention: decay of the moving-average REINFORCE baseline, "
+                                   "b <- decay b + (1 - decay) log p (per word for the token and togo estimators)",
+                                   HARD)
+    expected_prob: float = option(0.5, "hard attention: probability that a caption is trained on the expected (soft) "
+                                  "context instead of a sampled location", HARD)
+    hard_estimator: str = option("paper", "hard attention: what REINFORCE rewards a sampled location with: paper "
+                                 "(the caption's log p, minus a moving average) | token (the log p of the word it was "
+                                 "chosen for, minus that word's moving average) | togo (the log p of the words from "
+                                 "it on, minus their moving averages)", HARD)
+    location_samples: int = option(1, "hard attention: location paths sampled per caption; 2 or more: each path's "
+                                   "baseline is the mean reward of the others (leave-one-out)", HARD)
+    entropy_weight_end: float | None = option(None, "hard attention: anneal --entropy-weight linearly from the first "
+                                              "epoch to this at the last (none: constant)", HARD)
+    expected_prob_end: float | None = option(None, "hard attention: anneal --expected-prob linearly from the first "
+                                             "epoch to this at the last (none: constant)", HARD)
+    val_beam: int = option(3, "beam size of the validation decoding whose BLEU-4 picks best.safetensors, decays the "
+                           "learning rate and stops early", OPTIMISATION)
+    val_no_repeat_ngram: int = option(3, "validation decoding never repeats an n-gram of this length, like `captioner "
+                                      "caption` (0: off, as before 2026-11-22)", OPTIMISATION)
+    val_images: int | None = option(None, "decode only the first N validation images each epoch (none: all)", DATA)
+    seed: int = option(0, "seed of every random draw (initial weights, batch order, dropout, sampled locations): "
+                       "the same seed gives the same run", RUNTIME)
+    workers: int = option(0, "image-loading worker processes while the feature cache is built (0: the main "
+                          "process)", RUNTIME)
+    threads: int | None = option(None, "CPU threads torch may use (none: torch's default)", RUNTIME)
+    device: str = option(DEFAULT_DEVICE, DEVICE_HELP, RUNTIME)
+    precision: str = option("fp32", "arithmetic: fp32 | bf16 (autocast matrix products to bfloat16; about 2x faster "
+                            "on CPUs with AVX512-BF16 or AMX)", RUNTIME)
+    progress: bool = option(True, "progress bars on stderr while caching features and training", RUNTIME)
+    random_encoder: bool = option(False, "build the encoder with random weights instead of pretrained ones (tests "
+                                  "only)", MODEL)
+    encoder_weights: str | None = option(None, "a weight file for a torchvision encoder (none: torchvision's cache "
+                                         "folder)", MODEL)
+    init_from: str | None = option(None, "start from this checkpoint's weights, a model name or path with the same "
+                                   "vocabulary (e.g. hard attention from a soft model)", MODEL)
+    ema_decay: float = option(0.0, "validate and save an exponential moving average of the weights with this decay, "
+                              "e.g. 0.999 (0: off, the last step's weights)", OPTIMISATION)
+    objective: str = option("xe", "training objective: xe (cross-entropy on the reference captions) | scst "
+                            "(self-critical: reinforce the model's own samples by their CIDEr-D)", SCST)
+    scst_samples: int = option(5, "scst: captions sampled per image; each is judged against the mean reward of the "
+                               "others", SCST)
+    scst_bleu_weight: float = option(0.0, "scst: reward = CIDEr-D + this x sentence BLEU-4", SCST)
+    scst_xe_weight: float = option(0.0, "scst: add this x the cross-entropy on the reference captions to the loss, "
+                                   "to keep human phrasing", SCST)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> "TrainConfig":

@@ -85,6 +85,8 @@ class TrainOut:
     entropy: torch.Tensor  # B: sum_t H[alpha_t] (hard)
     use_expected: torch.Tensor  # B bool: caption trained on the expected context (hard)
     alphas: list[torch.Tensor]  # per step, b_t x L
+    step_index: torch.Tensor | None = None  # N: the step t of each row (hard attention)
+    path_of: torch.Tensor | None = None  # B: the caption each location path belongs to (several location samples)
 
 
 class Decoder(nn.Module):
@@ -193,7 +195,8 @@ class Decoder(nn.Module):
 
     # --- teacher forcing -------------------------------------------------------------------------
     def forward(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
-                expected_prob: float = 0.5, image_index: torch.Tensor | None = None) -> TrainOut:
+                expected_prob: float = 0.5, image_index: torch.Tensor | None = None,
+                location_samples: int = 1) -> TrainOut:
         """Teacher-forced pass over captions sorted by length (longest first).
 
         ``captions`` is B x T with <start> ... <end> and padding; ``lengths`` counts tokens including
@@ -202,20 +205,31 @@ class Decoder(nn.Module):
         b_t captions still running are computed: the batch shrinks as captions end. Everything that
         does not depend on the recurrence (embeddings, their gate share, the output layer) runs as
         one large matrix product over all steps instead of T small ones.
+
+        Hard attention with ``location_samples`` K > 1 (training) runs every caption that samples its
+        locations K times, each a separate location path; ``path_of`` maps the paths to their captions,
+        so each path can be judged against the others (leave-one-out). Order (longest first) is kept.
         """
         B = captions.shape[0]
         per_image = self.memory(feats)
         if image_index is None:
             image_index = torch.arange(B, device=feats.device)
+        hard = self.cfg.attention == "hard"
+        use_expected = (torch.rand(B, device=feats.device) < expected_prob) if (hard and self.training) else None
+        path_of = None
+        if use_expected is not None and location_samples > 1:
+            copies = torch.where(use_expected, 1, location_samples)
+            path_of = torch.repeat_interleave(torch.arange(B, device=feats.device), copies)
+            captions, lengths = captions.index_select(0, path_of), lengths.index_select(0, path_of)
+            image_index, use_expected = image_index.index_select(0, path_of), use_expected.index_select(0, path_of)
+            B = captions.shape[0]
         h, c = self.init_state(per_image)
         h, c = h.index_select(0, image_index), c.index_select(0, image_index)
         steps = lengths - 1  # predictions per caption
-        hard = self.cfg.attention == "hard"
-        use_expected = (torch.rand(B, device=feats.device) < expected_prob) if (hard and self.training) else None
         mode = "sample" if self.training else self.cfg.hard_decode
         T = int(steps.max())
         emb, pre = self.embed_gates(captions[:, :T])  # B x T x E, B x T x 4H
-        hs, zs, embs, targets, index, alphas, log_locs = [], [], [], [], [], [], []
+        hs, zs, embs, targets, index, alphas, log_locs, step_index = [], [], [], [], [], [], [], []
         log_chosen = feats.new_zeros(B)
         ent = feats.new_zeros(B)
         alpha_sum = feats.new_zeros(B, per_image.ann.shape[1])
@@ -232,6 +246,8 @@ class Decoder(nn.Module):
             embs.append(emb[:b, t])
             targets.append(captions[:b, t + 1])
             index.append(torch.arange(b, device=feats.device))
+            if hard:
+                step_index.append(torch.full((b,), t, dtype=torch.long, device=feats.device))
             alphas.append(out.alpha)
             alpha_sum = alpha_sum + F.pad(out.alpha, (0, 0, 0, B - b))
             if hard and out.log_location is not None:
@@ -244,4 +260,5 @@ class Decoder(nn.Module):
             caption_index=torch.cat(index), alpha_sum=alpha_sum, log_alpha_chosen=log_chosen, entropy=ent,
             use_expected=use_expected if use_expected is not None else torch.zeros(B, dtype=torch.bool),
             alphas=alphas, log_location=torch.cat(log_locs) if log_locs else None,
+            step_index=torch.cat(step_index) if step_index else None, path_of=path_of,
         )

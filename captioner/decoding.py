@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .decoder import Decoder
+from .errors import ConfigError
 from .vocab import Vocab
 
 
@@ -22,11 +23,16 @@ class DecodeOptions:
     max_len: int = 20  # words, not counting <end>
     length_penalty: float = 1.0  # final score = sum log p / length ** length_penalty
     hard_mode: str | None = None  # hard attention: argmax | expect | sample (None: the model's default)
+    location_samples: int = 1  # hard_mode sample: location paths per hypothesis, their word distributions averaged
     sample: bool = False  # sample words instead of searching (needs a seed for reproducibility)
     temperature: float = 1.0
     seed: int = 0
     ban_unk: bool = True
     no_repeat_ngram: int = 3  # n > 0: no word twice in a row and, for n >= 2, no n-gram twice in a caption; 0 = off
+
+    def __post_init__(self) -> None:
+        if self.location_samples < 1:
+            raise ConfigError(f"--location-samples must be at least 1, got {self.location_samples}")
 
 
 @dataclass
@@ -40,6 +46,7 @@ class CaptionResult:
     alphas: np.ndarray  # T x L (T = len(words))
     locations: list[int] | None = None  # hard attention: chosen cell per word
     alternatives: list["CaptionResult"] = field(default_factory=list)
+    familiarity: float | None = None  # 0..1, how like the training photos the photo is (None: not fitted)
 
     @property
     def caption(self) -> str:
@@ -78,23 +85,71 @@ def _norm(log_prob: float, length: int, penalty: float) -> float:
     return log_prob / max(length, 1) ** penalty
 
 
+@dataclass
+class _Step:
+    logp: torch.Tensor  # R x V: log p(next word) of each row (hypothesis)
+    h: torch.Tensor  # R x H, or R x S x H with S location paths per row
+    c: torch.Tensor
+    alpha: torch.Tensor  # R x L
+    location: torch.Tensor | None  # R
+    path_logp: torch.Tensor | None  # R x S x V: each path's own log p(next word)
+
+
+def _next_step(decoder: Decoder, prev: torch.Tensor, h: torch.Tensor, c: torch.Tensor, memory, mode: str,
+               gen: torch.Generator, path_weight: torch.Tensor | None, temperature: float = 1.0) -> _Step:
+    """One decoding step. With ``path_weight`` (R x S, log p of the words so far under each of S sampled
+    location paths), the word distribution is the paths' mixture, weighted by how well each path explains
+    the prefix: a Monte-Carlo estimate of p(y_t | y_<t) with the locations marginalised out, where one
+    sampled path would make the caption hinge on a single draw. The map shown is the mixture's too."""
+    if path_weight is None:
+        logits, out = decoder.next_logits(prev, h, c, memory, mode=mode, generator=gen)
+        return _Step(torch.log_softmax(logits / temperature, dim=1), out.h, out.c, out.alpha, out.location, None)
+    R, S, H = h.shape
+    logits, out = decoder.next_logits(prev.repeat_interleave(S), h.reshape(R * S, H), c.reshape(R * S, H), memory,
+                                      mode=mode, generator=gen)
+    path_logp = torch.log_softmax(logits.float() / temperature, dim=1).view(R, S, -1)
+    mix = torch.log_softmax(path_weight, dim=1)  # posterior over the paths given the prefix
+    logp = torch.logsumexp(mix.unsqueeze(2) + path_logp, dim=1)
+    alpha = (mix.exp().unsqueeze(2) * out.alpha.float().view(R, S, -1)).sum(1)
+    location = out.location.view(R, S).gather(1, mix.argmax(1, keepdim=True)).squeeze(1) if out.location is not None else None
+    return _Step(logp, out.h.view(R, S, H), out.c.view(R, S, H), alpha, location, path_logp)
+
+
+def _paths(opts: DecodeOptions, mode: str, decoder: Decoder) -> int:
+    """How many location paths each hypothesis carries (1 unless hard attention samples several)."""
+    return opts.location_samples if (mode == "sample" and decoder.cfg.attention == "hard") else 1
+
+
+def _grow_paths(path_weight: torch.Tensor | None, step: _Step, rows: torch.Tensor, word: torch.Tensor) -> torch.Tensor | None:
+    """Each kept row's path weights plus its paths' log p of the word chosen."""
+    if path_weight is None:
+        return None
+    chosen = step.path_logp.index_select(0, rows)
+    return path_weight.index_select(0, rows) + chosen.gather(2, word.view(-1, 1, 1).expand(-1, chosen.shape[1], 1)).squeeze(2)
+
+
 @torch.no_grad()
 def greedy(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: DecodeOptions) -> list[CaptionResult]:
     """Most likely word at each step (or a sampled one with ``opts.sample``), for a batch of images."""
     B, device = feats.shape[0], feats.device
-    memory = decoder.memory(feats)
-    h, c = decoder.init_state(memory)
-    gen = torch.Generator(device=device).manual_seed(opts.seed)
     mode = opts.hard_mode or decoder.cfg.hard_decode
+    S = _paths(opts, mode, decoder)
+    memory = decoder.memory(feats)
+    if S > 1:
+        memory = memory.select(torch.arange(B, device=device).repeat_interleave(S))
+    h, c = decoder.init_state(memory)
+    path_weight = None
+    if S > 1:
+        h, c, path_weight = h.view(B, S, -1), c.view(B, S, -1), torch.zeros(B, S, device=device)
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
     prev = torch.full((B,), vocab.start_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     total = torch.zeros(B, device=device)
     tokens, alphas, locs = [], [], []
     banned = _banned(vocab, opts.ban_unk)
     for t in range(opts.max_len + 1):
-        logits, out = decoder.next_logits(prev, h, c, memory, mode=mode, generator=gen)
-        h, c = out.h, out.c
-        logp = torch.log_softmax(logits / opts.temperature, dim=1)
+        out = _next_step(decoder, prev, h, c, memory, mode, gen, path_weight, opts.temperature)
+        h, c, logp = out.h, out.c, out.logp
         logp[:, banned] = -float("inf")
         if tokens:
             logp = _ban_repeats(logp, torch.stack(tokens, 1), opts.no_repeat_ngram)
@@ -105,6 +160,7 @@ def greedy(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: DecodeOpti
         word = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(1) if opts.sample else logp.argmax(1)
         total = total + torch.where(done, 0.0, logp.gather(1, word.unsqueeze(1)).squeeze(1))
         word = torch.where(done, vocab.end_id, word)
+        path_weight = _grow_paths(path_weight, out, torch.arange(B, device=device), word)
         tokens.append(word)
         alphas.append(out.alpha)
         locs.append(out.location)
@@ -135,9 +191,13 @@ def beam_search(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: Decod
     """
     B, K, device = feats.shape[0], opts.beam, feats.device
     V = decoder.cfg.vocab_size
-    memory = decoder.memory(feats).select(torch.arange(B, device=device).repeat_interleave(K))
-    h, c = decoder.init_state(memory)
     mode = opts.hard_mode or decoder.cfg.hard_decode
+    S = _paths(opts, mode, decoder)
+    memory = decoder.memory(feats).select(torch.arange(B, device=device).repeat_interleave(K * S))
+    h, c = decoder.init_state(memory)
+    path_weight = None
+    if S > 1:
+        h, c, path_weight = h.view(B * K, S, -1), c.view(B * K, S, -1), torch.zeros(B * K, S, device=device)
     gen = torch.Generator(device=device).manual_seed(opts.seed)
     scores = torch.full((B, K), -float("inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not repeat it K times
@@ -152,8 +212,8 @@ def beam_search(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: Decod
     end_only[vocab.end_id] = 0.0
     base = (torch.arange(B, device=device) * K).unsqueeze(1)
     for t in range(opts.max_len + 1):
-        logits, out = decoder.next_logits(prev, h, c, memory, mode=mode, generator=gen)
-        logp = torch.log_softmax(logits, dim=1)
+        out = _next_step(decoder, prev, h, c, memory, mode, gen, path_weight)
+        logp = out.logp
         logp[:, banned] = -float("inf")
         logp = _ban_repeats(logp, tok_hist, opts.no_repeat_ngram)
         if t == 0:
@@ -166,6 +226,7 @@ def beam_search(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: Decod
         beam_idx = (base + flat // V).reshape(-1)
         word = (flat % V).reshape(-1)
         h, c = out.h.index_select(0, beam_idx), out.c.index_select(0, beam_idx)
+        path_weight = _grow_paths(path_weight, out, beam_idx, word)
         was_done = done.index_select(0, beam_idx)
         lengths = lengths.index_select(0, beam_idx) + (~was_done).long()
         done = was_done | (word == vocab.end_id)

@@ -17,8 +17,10 @@ from typing import Iterator
 
 from .datasets import FORMATS, load_records
 from .decoding import DecodeOptions
+from .devices import add_device_argument
 from .errors import ConfigError
 from .faithfulness import FaithfulnessOptions
+from .progress import add_progress_argument, progress_bar
 
 #: results files written into --out; {split} is the split name
 METRICS_FILE = "metrics_{split}.json"
@@ -37,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default 3)")
     p.add_argument("--max-len", type=int, default=20, help="longest caption in words (default 20)")
     p.add_argument("--hard-mode", choices=["argmax", "expect", "sample"], help="hard attention location at test time")
+    p.add_argument("--location-samples", type=int, default=1, metavar="K",
+                   help="with --hard-mode sample: K sampled location paths per hypothesis, their word "
+                        "probabilities averaged (weighted by how well each path explains the words so far) (default 1)")
     p.add_argument("--no-repeat-ngram", type=int, default=3, metavar="N",
                    help="never repeat an N-gram (nor a word twice in a row) within a caption; 0 = off (default 3)")
     p.add_argument("--instances", help="COCO instances JSON of the same images: adds the attention pointing game")
@@ -55,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-java", action="store_true", help="score without Java: Python PTB tokenizer, no METEOR")
     p.add_argument("--predictions", help="score this COCO results file instead of decoding (no model needed)")
     p.add_argument("--skip-missing", action="store_true", help="leave out images missing on disk (with a warning)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_argument(p)
+    add_progress_argument(p)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -139,22 +145,19 @@ def run(args: argparse.Namespace) -> int:
             metrics, div = score(preds, references, train_caps, java, source=args.predictions)
             ev = Evaluation(preds, metrics, div)
         else:
-            from tqdm import tqdm
-
             from .model import load_model
 
             model = load_model(args.model or "default", device=args.device)
             model_name = model.name
             opts = DecodeOptions(beam=args.beam, max_len=args.max_len, hard_mode=args.hard_mode,
-                                 no_repeat_ngram=args.no_repeat_ngram)
+                                 location_samples=args.location_samples, no_repeat_ngram=args.no_repeat_ngram)
             deletion = None
             if args.faithfulness:
                 deletion = FaithfulnessOptions(images=args.faithfulness_images or FAITHFULNESS_IMAGES,
                                                cells=args.deletion_cells)
-            quiet = not sys.stderr.isatty()
-            with tqdm(total=len(records), desc="evaluate", unit="image", disable=quiet, dynamic_ncols=True) as bar, \
-                    tqdm(total=min(len(records), deletion.images) if deletion else 0, desc="deletion test",
-                         unit="image", disable=quiet or deletion is None, dynamic_ncols=True) as del_bar:
+            with progress_bar(len(records), "evaluate", enabled=args.progress) as bar, \
+                    progress_bar(min(len(records), deletion.images) if deletion else 0, "deletion test",
+                                 enabled=args.progress and deletion is not None) as del_bar:
                 ev = evaluate(model, records, opts, batch_size=args.batch_size, instances=instances,
                               train_captions=train_caps, java=java, on_batch=bar.update, deletion=deletion,
                               on_deletion=del_bar.update)

@@ -40,6 +40,79 @@ def doubly_stochastic(alpha_sum: torch.Tensor, steps: torch.Tensor, target: str 
     return ((tau - alpha_sum) ** 2).sum(1)
 
 
+def location_rewards(logp: torch.Tensor, out: TrainOut, estimator: str) -> torch.Tensor:
+    """Per (step, path) row, the reward its sampled location is judged by.
+
+    ``token``: log p(y_t), the word the location was chosen for. ``togo``: log p(y_t) + ... + log p(y_T),
+    the words the location can still change (reward-to-go; earlier words do not depend on s_t).
+    ``paper``: log p(y) of the whole caption, the same for every location of a path.
+    """
+    if estimator == "token":
+        return logp
+    B, T = out.alpha_sum.shape[0], int(out.step_index.max()) + 1
+    per_path = logp.new_zeros(B, T).index_put((out.caption_index, out.step_index), logp)
+    if estimator == "togo":
+        per_path = per_path.flip(1).cumsum(1).flip(1)
+    else:
+        per_path = per_path.sum(1, keepdim=True).expand(B, T)
+    return per_path[out.caption_index, out.step_index]
+
+
+def leave_one_out(values: torch.Tensor, key: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """For each row, the mean of ``values`` over the *other* live rows with the same ``key``.
+
+    Rows of one key are the K location paths of one caption at one step: each path's baseline is what
+    the others scored, which never includes the path itself (that would bias the gradient). NaN where
+    no other live row shares the key.
+    """
+    live = live.to(values.dtype)
+    n = int(key.max()) + 1
+    sums = values.new_zeros(n).index_add(0, key, values * live)
+    counts = values.new_zeros(n).index_add(0, key, live)
+    others = counts[key] - live
+    return torch.where(others > 0, (sums[key] - values * live) / others.clamp_min(1), torch.full_like(values, float("nan")))
+
+
+def _moving_baseline(out: TrainOut, estimator: str, baseline: float | None, word_baseline: torch.Tensor | None,
+                     reward: torch.Tensor) -> torch.Tensor:
+    """Per row, the moving-average baseline of an estimator (NaN where it has no history yet).
+
+    ``token``: the word's own moving log p. ``togo``: the same summed over the words from t on, so the
+    advantage says how much better than usual the remaining words were, not how many remain or how
+    hard they are. ``paper``: one moving average of the caption log p.
+    """
+    if estimator in ("token", "togo"):
+        if word_baseline is None:
+            return torch.full_like(reward, float("nan"))
+        per_word = word_baseline.to(reward.device)[out.targets].to(reward.dtype)
+        return per_word if estimator == "token" else location_rewards(per_word, out, "togo")
+    return torch.full_like(reward, float("nan") if baseline is None else baseline)
+
+
+def _multi_sample_reinforce(out: TrainOut, logp: torch.Tensor, *, estimator: str, baseline: float | None,
+                            word_baseline: torch.Tensor | None, path_weight: torch.Tensor,
+                            n_captions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE over the sampled location paths: sum of weighted (reward - baseline) log alpha_{t,s_t}.
+
+    The baseline is leave-one-out over the other paths of the same caption at the same step when
+    there are several (``out.path_of``), else the estimator's moving average. Returns the REINFORCE
+    loss and the entropy bonus, each averaged over captions (a caption's K paths share weight 1).
+    """
+    r = location_rewards(logp, out, estimator)
+    sampled = (~out.use_expected).to(r.device)
+    row_sampled = sampled[out.caption_index]
+    b = torch.full_like(r, float("nan"))
+    if out.path_of is not None:
+        T = int(out.step_index.max()) + 1
+        b = leave_one_out(r, out.path_of[out.caption_index] * T + out.step_index, row_sampled)
+    b = torch.where(torch.isnan(b), _moving_baseline(out, estimator, baseline, word_baseline, r), b)
+    b = torch.where(torch.isnan(b), r, b)  # no history and no other path: no advantage
+    w = path_weight[out.caption_index] * row_sampled.to(r.dtype)
+    rl = -((r - b) * w * out.log_location.float()).sum() / n_captions
+    ent = (out.entropy * path_weight * sampled.to(out.entropy.dtype)).sum() / n_captions
+    return rl, ent
+
+
 def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float | None,
                  reinforce_weight: float = 1.0, entropy_weight: float = 0.01, label_smoothing: float = 0.0,
                  ds_target: str = "one", estimator: str = "paper", word_baseline: torch.Tensor | None = None) -> LossTerms:
@@ -53,35 +126,53 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
     ``estimator``: ``paper`` rewards every location of a caption with the whole caption's log p minus a
     moving average ``baseline``; ``token`` rewards the location s_t with log p(y_t | s_t, ...) of the word
     it produced, minus ``word_baseline[y_t]`` (a moving average of that word's log p): the location is
-    judged by the word it was chosen for, and how hard the word is does not enter the advantage.
+    judged by the word it was chosen for, and how hard the word is does not enter the advantage;
+    ``togo`` rewards s_t with the log p of the words from t on, minus the sum of their per-word baselines.
+    With several location paths per caption (``out.path_of``) every estimator's baseline is the
+    leave-one-out mean of the other paths, and each caption's paths share one caption's weight.
     """
     logp_all = F.log_softmax(out.logits.float(), dim=1)
     ce_tok = -logp_all.gather(1, out.targets.unsqueeze(1)).squeeze(1)  # the true NLL: logged, and REINFORCE's reward
-    ce = ce_tok.mean()
+    B = out.alpha_sum.shape[0]
+    multi = hard and out.log_location is not None and (out.path_of is not None or estimator == "togo")
+    path_weight = out.alpha_sum.new_ones(B, dtype=torch.float32)
+    if out.path_of is not None:  # each caption counts once, however many paths it ran
+        path_weight = 1.0 / torch.bincount(out.path_of).to(torch.float32)[out.path_of]
+    row_weight = path_weight[out.caption_index] if out.path_of is not None else None
+    ce = ce_tok.mean() if row_weight is None else (ce_tok * row_weight).sum() / row_weight.sum()
     if label_smoothing:  # (1 - eps) NLL + eps x cross-entropy against the uniform distribution
-        fit = (1.0 - label_smoothing) * ce + label_smoothing * -logp_all.mean(1).mean()
+        smooth = -logp_all.mean(1)
+        smooth = smooth.mean() if row_weight is None else (smooth * row_weight).sum() / row_weight.sum()
+        fit = (1.0 - label_smoothing) * ce + label_smoothing * smooth
     else:
         fit = ce
-    steps = torch.bincount(out.caption_index, minlength=out.alpha_sum.shape[0])
+    steps = torch.bincount(out.caption_index, minlength=B)
     ds = alpha_c * doubly_stochastic(out.alpha_sum, steps, ds_target).mean() if alpha_c else out.alpha_sum.new_zeros(())
     total = fit + ds
     rl = ent = reward = torch.zeros((), device=ce.device)
     word_rewards = None
-    if hard and estimator == "token" and out.log_location is not None:
+    if multi:
+        n_captions = float(path_weight.sum())
+        rl, ent = _multi_sample_reinforce(out, -ce_tok.detach(), estimator=estimator, baseline=baseline,
+                                          word_baseline=word_baseline, path_weight=path_weight, n_captions=n_captions)
+        rl = rl * reinforce_weight
+        total = total + rl - entropy_weight * ent
+        per_path = -torch.zeros(B, device=ce.device).index_add(0, out.caption_index, ce_tok.detach())
+        reward = (per_path * path_weight).sum() / n_captions
+        if estimator in ("token", "togo"):
+            word_rewards = _word_rewards(-ce_tok.detach(), out.targets, out.logits.shape[1])
+    elif hard and estimator == "token" and out.log_location is not None:
         r = -ce_tok.detach()
         V = out.logits.shape[1]
         b_w = word_baseline.to(r.device)[out.targets] if word_baseline is not None else torch.full_like(r, float("nan"))
         b_w = torch.where(torch.isnan(b_w), r, b_w)  # a word never seen yet: no advantage
         sampled = (~out.use_expected).to(r.device)[out.caption_index].to(r.dtype)
-        B = out.alpha_sum.shape[0]
         rl = -((r - b_w) * sampled * out.log_location.float()).sum() / B * reinforce_weight
         ent = (out.entropy * (~out.use_expected).to(ce.dtype)).mean()
         total = total + rl - entropy_weight * ent
         reward = -torch.zeros(B, device=ce.device).index_add(0, out.caption_index, ce_tok.detach()).mean()
-        word_rewards = (torch.zeros(V, dtype=torch.float64).index_add(0, out.targets.cpu(), r.cpu().double()),
-                        torch.bincount(out.targets.cpu(), minlength=V).double())
+        word_rewards = _word_rewards(r, out.targets, V)
     elif hard:
-        B = out.alpha_sum.shape[0]
         logp = -torch.zeros(B, device=ce.device).index_add(0, out.caption_index, ce_tok.detach())
         reward = logp.mean()
         b = float(reward) if baseline is None else baseline  # first batch: no history yet
@@ -91,6 +182,12 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
         ent = (out.entropy * sampled).mean()
         total = total + rl - entropy_weight * ent
     return LossTerms(total, ce.item(), ds.item(), float(rl.detach()), float(ent.detach()), float(reward), word_rewards)
+
+
+def _word_rewards(r: torch.Tensor, targets: torch.Tensor, V: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-word sums and counts of log p in a batch, for the token estimator's per-word moving baseline."""
+    return (torch.zeros(V, dtype=torch.float64).index_add(0, targets.cpu(), r.cpu().double()),
+            torch.bincount(targets.cpu(), minlength=V).double())
 
 
 def update_baseline(baseline: float | None, reward: float, decay: float) -> float:

@@ -17,8 +17,9 @@ from PIL import Image
 from .config import ModelConfig
 from .decoder import Decoder
 from .decoding import CaptionResult, DecodeOptions, decode
+from .devices import resolve_device
 from .encoder import Encoder, build_preprocess
-from .errors import CaptionerError, ConfigError
+from .errors import CaptionerError
 from .images import load_image
 from .vocab import Vocab
 from .weights import check_shapes, read_checkpoint, resolve_model_path
@@ -26,6 +27,8 @@ from .weights import check_shapes, read_checkpoint, resolve_model_path
 
 class CaptionModel(torch.nn.Module):
     """Encoder and decoder together, with the vocabulary and preprocessing they were trained with."""
+
+    familiarity = None  # a captioner.familiarity.Familiarity when the checkpoint holds one
 
     def __init__(self, cfg: ModelConfig, vocab: Vocab, *, pretrained_encoder: bool = True,
                  encoder_weights: str | None = None, fine_tune_blocks: int = 0, name: str = "model") -> None:
@@ -60,7 +63,7 @@ class CaptionModel(torch.nn.Module):
 
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
                 *, live: bool, expected_prob: float = 0.5, image_index: torch.Tensor | None = None,
-                samples: int = 0, max_len: int = 20):
+                samples: int = 0, max_len: int = 20, location_samples: int = 1):
         """A training pass; ``inputs`` are cached :meth:`Encoder.frozen_part` outputs, or pixels when ``live``.
 
         Teacher-forced over ``captions`` (cross-entropy), or, with ``samples`` > 0, that many sampled
@@ -74,7 +77,8 @@ class CaptionModel(torch.nn.Module):
             return sample_captions(self.decoder, feats, self.vocab, samples, max_len)
         if captions is None or lengths is None:
             raise ValueError("a teacher-forced pass needs captions and lengths")
-        return self.decoder(feats, captions, lengths, expected_prob=expected_prob, image_index=image_index)
+        return self.decoder(feats, captions, lengths, expected_prob=expected_prob, image_index=image_index,
+                            location_samples=location_samples)
 
     def annotations(self, inputs: torch.Tensor, live: bool) -> torch.Tensor:
         """B x L x D annotations from pixels (``live``) or from cached :meth:`Encoder.frozen_part` outputs."""
@@ -89,8 +93,11 @@ class CaptionModel(torch.nn.Module):
     @torch.no_grad()
     def caption_images(self, images: Sequence[Image.Image], opts: DecodeOptions = DecodeOptions()) -> list[CaptionResult]:
         """Caption already-opened images in one batch."""
+        from .familiarity import annotate
+
         self.eval()
-        return decode(self.decoder, self.features(images), self.vocab, opts)
+        feats = self.features(images)
+        return annotate(self, feats, decode(self.decoder, feats, self.vocab, opts))
 
     def caption(self, image: str | os.PathLike | Image.Image, beam: int = 3, max_len: int = 20,
                 **options) -> CaptionResult:
@@ -108,20 +115,10 @@ def load_model(name_or_path: str = "default", device: str | torch.device = "cpu"
     model = CaptionModel(cfg, vocab, fine_tune_blocks=int(extra.get("fine_tune_blocks", 0)),
                          name=extra.get("name") or Path(path).stem)
     model.load_checkpoint_state(path, state)
+    from .familiarity import attach
+
+    attach(model, path, state, extra)  # None for a checkpoint fitted without it
     return model.to(device).eval()
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``cpu`` or ``cuda[:N]``; asking for CUDA on a machine without it is a clear error."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but no CUDA GPU is available here; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
-    return dev
 
 
 __all__ = ["CaptionModel", "load_model", "resolve_device", "CaptionerError"]

@@ -10,7 +10,8 @@ from .decoding import CaptionResult
 def caption_entry(image: str, result: CaptionResult, model: str, grid: int) -> dict[str, Any]:
     """``{"image", "caption", "score", "words": [{"word", "attention": HxW, "location"?}], "model"}``.
 
-    Hard attention adds ``location`` = [row, col] of the cell the model looked at for each word.
+    Hard attention adds ``location`` = [row, col] of the cell the model looked at for each word; a model
+    with familiarity data adds ``familiarity`` (0..1, how like the training photos the photo is).
     """
     words = []
     for t, word in enumerate(result.words):
@@ -20,8 +21,11 @@ def caption_entry(image: str, result: CaptionResult, model: str, grid: int) -> d
         if result.locations is not None:
             item["location"] = list(divmod(int(result.locations[t]), grid))
         words.append(item)
-    return {"image": image, "caption": result.caption, "score": round(float(result.score), 5), "words": words,
-            "model": model}
+    entry = {"image": image, "caption": result.caption, "score": round(float(result.score), 5), "words": words,
+             "model": model}
+    if result.familiarity is not None:  # models fitted with `captioner familiarity fit` only
+        entry["familiarity"] = round(float(result.familiarity), 4)
+    return entry
 
 
 def error_entry(image: str, message: str, model: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from PIL import Image, UnidentifiedImageError
 
 from .decoding import DecodeOptions
+from .devices import add_device_argument
 from .errors import CaptionerError, ConfigError, ImageError
 from .images import MAX_PIXELS, is_image_name, load_image
 from .output import caption_entry, error_entry
@@ -119,7 +120,8 @@ class CaptionService:
 
     def model_info(self) -> list[dict[str, Any]]:
         return [{"name": n, "attention": s.model.cfg.attention, "grid": s.model.cfg.grid,
-                 "encoder": s.model.cfg.encoder} for n, s in self.served.items()]
+                 "encoder": s.model.cfg.encoder,
+                 "familiarity_threshold": _threshold(s.model)} for n, s in self.served.items()]
 
     def pick(self, name: str | None) -> str:
         name = name or self.default
@@ -193,6 +195,12 @@ def render_overlays(image: Image.Image, entry: Mapping[str, Any], max_side: int 
              for w, peak, weight in zip(entry["words"], sc.peaks, sc.image_weights)]
     return {"thumbnail": _jpeg_uri(thumb), "overlays": uris, "attention_max": round(sc.vmax, 5),
             "show_image_weight": sc.show_image_weight, "words": words}
+
+
+def _threshold(model: Any) -> float | None:
+    """The model's familiarity threshold, for the page's warning (None: no familiarity data)."""
+    fam = getattr(model, "familiarity", None)
+    return fam.threshold if fam is not None else None
 
 
 def _jpeg_uri(img: Image.Image) -> str:
@@ -473,7 +481,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest accepted upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
     p.add_argument("--demo-dir", default=str(DEMO_DIR), help="folder of demo photos offered on the page")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

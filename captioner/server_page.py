@@ -53,6 +53,7 @@ select{font:inherit;padding:.3rem .4rem;border:1px solid var(--line);border-radi
 .caption button:hover,.caption button:focus-visible,.caption button.on{background:#ffd54f;outline:none}
 .caption button.pinned{box-shadow:inset 0 -3px 0 var(--accent)}
 .meta{font-size:.8rem;color:var(--muted);margin:0}
+.familiarity{font-size:.85rem;margin:0 0 .3rem}
 .panel .bad{color:var(--bad)}
 """
 
@@ -80,6 +81,15 @@ function pct(x) {  // as visualize.percent() writes it: rounded half up, one dec
 }
 function figures(entry, w) {  // as AttentionScale.label() writes it
   return 'peak ' + pct(w.peak) + (entry.show_image_weight ? ' · img ' + pct(w.image_weight) : '');
+}
+function famLine(entry) {  // as familiarity.familiarity_text() writes it; absent for models without the data
+  if (typeof entry.familiarity !== 'number') { return null; }
+  const m = cfg.models.find((x) => x.name === entry.model) || {};
+  const low = typeof m.familiarity_threshold === 'number' && entry.familiarity < m.familiarity_threshold;
+  return el('p', {className: low ? 'familiarity bad' : 'familiarity',
+                  textContent: 'familiarity ' + entry.familiarity.toFixed(2) +
+                               (low ? ' (unlike the training photos: the caption may be wrong)' : ''),
+                  title: 'how close the photo lies to the training photos: the share of dev photos at least as far'});
 }
 function sizeText(n) {  // as the server writes it (size_text)
   return n >= 1048576 ? parseFloat((n / 1048576).toPrecision(3)) + ' MB' : Math.max(1, Math.round(n / 1024)) + ' KB';
@@ -220,8 +230,9 @@ function fill(panel, entry, beam) {
   const meta = el('p', {className: 'meta',
                         textContent: 'score ' + entry.score.toFixed(3) + ' · beam ' + beam + ' · ' + attn +
                                      ' attention' + (entry.words.length ? ' · ' + legend : '')});
+  const fam = famLine(entry);
   panel.replaceChildren(el('h2', {}, [entry.model + ' ', el('small', {textContent: attn})]),
-                        el('div', {className: 'figure'}, [base, heat]), lookat, caption, meta);
+                        el('div', {className: 'figure'}, [base, heat]), lookat, caption, ...(fam ? [fam] : []), meta);
   panel.dataset.model = entry.model;
   panel.dataset.vmax = entry.attention_max;
 }

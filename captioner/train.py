@@ -9,6 +9,7 @@ continues exactly where a run stopped, even after Ctrl-C mid-epoch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -51,6 +52,22 @@ class TrainState:
     baseline: float | None = None
     word_baseline: list[float] | None = None  # hard attention, token estimator: per-word moving average of log p
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def anneal(start: float, end: float | None, epoch: int, epochs: int) -> float:
+    """Linear schedule from ``start`` (epoch 0) to ``end`` (the last epoch); constant when ``end`` is None."""
+    if end is None or epochs <= 1:
+        return start
+    return start + (end - start) * min(epoch, epochs - 1) / (epochs - 1)
+
+
+def scheduled(cfg: TrainConfig, epoch: int) -> TrainConfig:
+    """The config an epoch trains with: hard attention's entropy bonus and expected-context probability
+    annealed (e.g. explore and lean on the soft context early, commit to sampled locations later)."""
+    if cfg.entropy_weight_end is None and cfg.expected_prob_end is None:
+        return cfg
+    return dataclasses.replace(cfg, entropy_weight=anneal(cfg.entropy_weight, cfg.entropy_weight_end, epoch, cfg.epochs),
+                               expected_prob=anneal(cfg.expected_prob, cfg.expected_prob_end, epoch, cfg.epochs))
 
 
 def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -99,12 +116,12 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
             state.baseline = update_baseline(state.baseline, log_p, cfg.baseline_decay)
             word_rewards = logs.pop("word_rewards", None)
             if word_rewards is not None:
-                sums, counts = word_rewards
+                word_sums, counts = word_rewards
                 if world > 1:  # one baseline for all ranks
-                    dist.all_reduce(sums)
+                    dist.all_reduce(word_sums)
                     dist.all_reduce(counts)
                 old = torch.tensor(state.word_baseline, dtype=torch.float64) if state.word_baseline is not None else None
-                state.word_baseline = update_word_baseline(old, sums, counts, cfg.baseline_decay).tolist()
+                state.word_baseline = update_word_baseline(old, word_sums, counts, cfg.baseline_decay).tolist()
         logs.pop("log_p", None)
         state.step = i + 1
         if first_ce is None:
@@ -307,11 +324,18 @@ def main(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] 
             dist.destroy_process_group()
 
 
+def rank_device(device: str, rank: int, world: int) -> torch.device:
+    """This process's device: ``device`` resolved (``auto``: CUDA when there is a GPU); under torchrun each rank
+    takes its own GPU, so ``cuda`` on rank 1 means ``cuda:1``."""
+    dev = resolve_device(device)
+    return torch.device("cuda", rank) if world > 1 and dev.type == "cuda" else dev
+
+
 def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
            on_step: Callable[[int], None] | None) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device if world == 1 or cfg.device == "cpu" else f"cuda:{rank}")
+    device = rank_device(cfg.device, rank, world)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     train_recs, val_recs = prepare_data(cfg)
@@ -421,10 +445,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
     interrupted = {"flag": False}
     while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
         try:
-            stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device, rank, world, on_step,
-                                    reward, average)
+            stats = train_one_epoch(model, net, optimizer, pairs, store, scheduled(cfg, state.epoch), state, device,
+                                    rank, world, on_step, reward, average)
+            t_val = time.perf_counter()
             with averaged():
                 scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
+            val_seconds = time.perf_counter() - t_val
         except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
             interrupted["flag"] = True
             save_all()
@@ -440,7 +466,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
         if not improved and state.bad_epochs % max(cfg.lr_patience, 1) == 0:
             for g in optimizer.param_groups:
                 g["lr"] *= cfg.lr_decay
-        log_row({"epoch": state.epoch, **stats, **scores, "lr": optimizer.param_groups[0]["lr"]})
+        log_row({"epoch": state.epoch, **stats, **scores, "val_seconds": val_seconds,
+                 "lr": optimizer.param_groups[0]["lr"]})
         if rank == 0:
             train_fig = (f"reward of samples {stats['reward']:.3f}" if "reward" in stats
                          else f"loss {stats['ce']:.3f}")

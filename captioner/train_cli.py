@@ -9,60 +9,102 @@ import argparse
 import dataclasses
 from typing import Any, get_type_hints
 
-from .config import ModelConfig, TrainConfig, from_dict, load_config_file, to_dict
+from .config import OPTION_GROUPS, RUNTIME, ModelConfig, TrainConfig, from_dict, load_config_file, to_dict
 
-_ALIASES = {"data_format": ["--format"]}
-_HELP = {
-    "data_format": "dataset format: coco | karpathy | flickr8k",
-    "data": "captions JSON (coco train file), Karpathy JSON, or Flickr8k folder/caption file",
-    "attention": "soft | hard | local", "score": "auto (general for soft, additive for hard and local) | additive | dot | general",
-    "encoder": "efficientnet-lite0 (offline default) | resnet50/101/152 | vgg16/19",
-    "features": "annotation grid: fused (stride-16 stage + head, top-down) | stage16 | head (stride 32, the paper's)",
-    "grid": "annotation grid side (14 = stride 16 at 224 px; 7 for --features head)",
-    "position": "add a learned 2-D position embedding to every grid cell",
-    "word_query": "attention queries with the word just read as well as the LSTM state",
-    "init_mean": "start the LSTM from the mean annotation (the paper); --no-init-mean: from a learned constant",
-    "sentinel": "visual sentinel: a word may attend to a non-visual slot instead of the image (Lu et al. 2017)",
-    "alpha_c": "weight of the doubly stochastic attention term (0 = off)",
-    "ds_target": "doubly stochastic target per cell: one (the paper) | length (T/L: measures concentration only)",
-    "instances": "COCO instances JSON of the training images: pull words naming a category into its boxes",
-    "box_weight": "weight of the box-supervision loss (with --instances)",
-    "hard_estimator": "hard attention REINFORCE: paper (caption log p, moving baseline) | token (word log p, per-word baseline)",
-}
+_ALIASES = {"data_format": ("--format",)}
+_SKIPPED = {"model"}  # nested: its fields become flags of their own, ``--attention`` for ``model.attention``
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOption:
+    """One ``captioner train`` option as ``--help`` and docs/options.md show it."""
+
+    flags: tuple[str, ...]  # ("--data-format", "--format")
+    key: str | None  # its config-file key ("model.attention"); None: a command-line-only flag
+    default: Any
+    help: str
+    group: str  # one of config.OPTION_GROUPS
+    kind: type  # what a value is parsed as; bool: an on/off switch
+
+    @property
+    def switch_flags(self) -> tuple[str, ...]:
+        """The flags as typed: a config switch has its ``--no-`` form too."""
+        if self.kind is bool and self.key is not None:
+            return self.flags + tuple("--no-" + f[2:] for f in self.flags)
+        return self.flags
+
+
+#: flags of the command, not of the run's configuration (no config-file key)
+RUN_FLAGS = (
+    TrainOption(("--config",), None, None, "YAML or JSON file of options; flags given on the command line override "
+                "it", RUNTIME, str),
+    TrainOption(("--resume",), None, False, "continue the run in --out exactly where it stopped (same weights, "
+                "optimizer, epoch, batch and random state)", RUNTIME, bool),
+    TrainOption(("--overwrite",), None, False, "start again in an --out that holds a run, moving the old run to "
+                "OUT.old-<time>", RUNTIME, bool),
+)
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+def _value_type(hint: Any) -> type:
+    """The type a flag's text is parsed as: ``int | None`` -> int, anything unknown -> str."""
+    if hint in (bool, int, float):
+        return hint
+    text = str(hint)
+    return int if "int" in text else float if "float" in text else str
+
+
+def default_text(value: Any) -> str:
+    """A default as --help and the docs show it: ``none`` for empty or None, ``on``/``off`` for switches."""
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def config_options(cls: type = TrainConfig, prefix: str = "") -> list[TrainOption]:
+    """The options a config dataclass defines, from each field's ``help`` and ``group`` metadata (config.option)."""
     hints = get_type_hints(cls)
+    options: list[TrainOption] = []
     for f in dataclasses.fields(cls):
-        if f.name == "model" or (cls is ModelConfig and f.name in ("vocab_size", "feature_dim", "fine_dim")):
+        if f.name in _SKIPPED or not f.metadata.get("flag", True):
             continue
-        hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None
-        names = [_flag(f.name)] + _ALIASES.get(f.name, [])
-        kwargs: dict[str, Any] = {"dest": prefix + f.name, "default": argparse.SUPPRESS,
-                                  "help": f"{_HELP.get(f.name, '')} (default {default})".strip()}
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            base = {int: int, float: float}.get(hint, None)
-            if base is None:
-                text = str(hint)
-                base = int if "int" in text else float if "float" in text else str
-            kwargs["type"] = base
-        parser.add_argument(*names, **kwargs)
+        flags = (_flag(f.name), *_ALIASES.get(f.name, ()))
+        options.append(TrainOption(flags, prefix + f.name, default, f.metadata.get("help", ""),
+                                   f.metadata.get("group", RUNTIME), _value_type(hints[f.name])))
+    return options
+
+
+def train_options() -> list[TrainOption]:
+    """Every ``captioner train`` option: the command's own flags, the model's fields, then the run's."""
+    return [*RUN_FLAGS, *config_options(ModelConfig, "model."), *config_options(TrainConfig)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML or JSON file of options (flags override it)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start again in an --out that holds a run, moving the old run to OUT.old-<time>")
-    _add_fields(parser, TrainConfig)
-    _add_fields(parser, ModelConfig, prefix="model.")
+    """The options of ``captioner train``, one argparse group per config.OPTION_GROUPS entry."""
+    parser.usage = "%(prog)s [--config CONFIG] [--resume | --overwrite] [OPTION ...]"  # ~60 options: see below
+    parser.epilog = ("Options with a config key can be set in the --config file too; docs/options.md lists them "
+                     "all as tables (flag, config key, default, description).")
+    groups = {name: parser.add_argument_group(name) for name in OPTION_GROUPS}
+    for opt in train_options():
+        text = f"{opt.help} (default: {default_text(opt.default)})".replace("%", "%%")
+        if opt.key is None:  # command-line only: plain values, and switches without a --no- form
+            action = {"action": "store_true"} if opt.kind is bool else {"type": opt.kind}
+            groups[opt.group].add_argument(*opt.flags, help=text, **action)
+            continue
+        kwargs: dict[str, Any] = {"dest": opt.key, "default": argparse.SUPPRESS, "help": text}
+        if opt.kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=opt.kind, metavar=opt.key.rpartition(".")[2].upper())
+        groups[opt.group].add_argument(*opt.flags, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

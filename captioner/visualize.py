@@ -441,6 +441,10 @@ def _entry_html(entry: Any, lut: np.ndarray, opacity: float, image_root: Path | 
     meta = []
     if isinstance(entry.get("score"), (int, float)):
         meta.append(f"score {entry['score']:.3f}")
+    if isinstance(entry.get("familiarity"), (int, float)):
+        from .familiarity import familiarity_text
+
+        meta.append(html.escape(familiarity_text(float(entry["familiarity"]))))
     if entry.get("model"):
         meta.append(f"model {html.escape(str(entry['model']))}")
     return (f'<section>{head}<p class="caption">{caption}</p><p class="meta">{" · ".join(meta)}</p>'

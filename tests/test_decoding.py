@@ -119,3 +119,39 @@ def test_no_repeat_ngram_stops_a_model_that_loops(beam):
             assert all(a != b for a, b in zip(r.words, r.words[1:]))
             grams = [tuple(r.words[i : i + n]) for i in range(len(r.words) - n + 1)]
             assert n == 1 or len(grams) == len(set(grams)), r.words
+
+
+def test_sampled_location_paths_that_see_the_same_thing_decode_like_argmax():
+    """Every cell identical: whichever cells the K paths sample, they agree, so the mixture is one path."""
+    torch.manual_seed(0)
+    vocab = tiny_vocab()
+    dec = Decoder(tiny_config("hard", vocab_size=len(vocab))).eval()
+    feats = torch.randn(3, 1, dec.cfg.feature_dim).expand(3, 4, -1).contiguous()
+    dec.cfg.position = False  # positions would make the cells differ
+    for beam in (1, 3):
+        ref = decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=6, hard_mode="argmax"))
+        got = decode(dec, feats, vocab, DecodeOptions(beam=beam, max_len=6, hard_mode="sample", location_samples=4))
+        assert [r.words for r in got] == [r.words for r in ref]
+        assert [r.log_prob for r in got] == pytest.approx([r.log_prob for r in ref], abs=1e-4)
+    dec.cfg.position = True
+
+
+def test_sampled_location_paths_mix_into_one_distribution_and_are_reproducible():
+    from captioner.decoding import _next_step
+
+    torch.manual_seed(0)
+    vocab = tiny_vocab()
+    dec = Decoder(tiny_config("hard", vocab_size=len(vocab))).eval()
+    feats = torch.randn(2, 4, dec.cfg.feature_dim)
+    memory = dec.memory(feats).select(torch.arange(2).repeat_interleave(5))
+    h, c = dec.init_state(memory)
+    weight = torch.log(torch.tensor([[0.7, 0.1, 0.1, 0.05, 0.05]] * 2))
+    step = _next_step(dec, torch.full((2,), vocab.start_id), h.view(2, 5, -1), c.view(2, 5, -1), memory, "sample",
+                      torch.Generator().manual_seed(0), weight)
+    assert step.logp.exp().sum(1).tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    expected = (weight.exp().unsqueeze(2) * step.path_logp.exp()).sum(1).log()  # the weighted mixture
+    assert torch.allclose(step.logp, expected, atol=1e-5)
+    opts = DecodeOptions(beam=3, max_len=6, hard_mode="sample", location_samples=3, seed=1)
+    assert [r.words for r in decode(dec, feats, vocab, opts)] == [r.words for r in decode(dec, feats, vocab, opts)]
+    with pytest.raises(Exception, match="location-samples"):
+        DecodeOptions(location_samples=0)
