@@ -7,8 +7,10 @@ is what lets an interrupted run resume on exactly the batches it would have seen
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from typing import TYPE_CHECKING
@@ -53,11 +55,14 @@ def make_pairs(records: list[Record], store: FeatureStore, vocab: Vocab, max_len
         starts.append(len(seqs))
     if not seqs:
         raise DataError("no usable training captions (every image failed to load, or none has captions)")
-    T = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), T), vocab.pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, : len(s)] = torch.tensor(s)
-    return Pairs(torch.tensor(rows), torch.tensor(starts), tokens, torch.tensor([len(s) for s in seqs]), refs, kept)
+    # one vectorised fill, not a tensor per caption: at COCO's 566k captions the per-caption loop took longer
+    # than tokenising them
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
+    tokens = np.full((len(seqs), int(lengths.max())), vocab.pad_id, dtype=np.int64)
+    tokens[np.arange(tokens.shape[1]) < lengths[:, None]] = flat  # row-major: each row's words in order
+    return Pairs(torch.tensor(rows, dtype=torch.long), torch.tensor(starts, dtype=torch.long),
+                 torch.from_numpy(tokens), torch.from_numpy(lengths), refs, kept)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:

@@ -34,6 +34,17 @@ def test_training_writes_logs_curves_and_checkpoints(shapes, tmp_path):
     assert model.caption(Path(shapes / "images" / "val").glob("*.jpg").__next__(), beam=2).words
 
 
+@pytest.mark.parametrize("extra", [dict(hard_estimator="token"),
+                                   dict(hard_estimator="togo", location_samples=3, entropy_weight_end=0.0,
+                                        expected_prob_end=0.0)])
+def test_every_hard_estimator_trains_and_keeps_its_baselines(shapes, tmp_path, extra):
+    result = train_main(make_cfg(shapes, tmp_path / "run", **extra))
+    rows = result["history"]
+    assert len(rows) == 2 and all(r["reinforce"] == r["reinforce"] for r in rows)  # not NaN
+    state = torch.load(tmp_path / "run" / "last.state.pt", weights_only=True)
+    assert json.loads(state["state"])["word_baseline"] is not None  # the per-word baseline was kept
+
+
 def test_same_seed_same_training_curve(shapes, tmp_path):
     a = train_main(make_cfg(shapes, tmp_path / "a", epochs=1))["history"]
     b = train_main(make_cfg(shapes, tmp_path / "b", epochs=1))["history"]
