@@ -96,7 +96,11 @@ def _multi_sample_reinforce(out: TrainOut, logp: torch.Tensor, *, estimator: str
 
     The baseline is leave-one-out over the other paths of the same caption at the same step when
     there are several (``out.path_of``), else the estimator's moving average. Returns the REINFORCE
-    loss and the entropy bonus, each averaged over captions (a caption's K paths share weight 1).
+    loss and the entropy bonus (a caption's K paths share weight 1). ``paper`` averages them over
+    captions, as the paper does; ``token`` and ``togo`` over words, like the cross-entropy: summed over
+    a caption's ~12 words, REINFORCE's noise reaches the LSTM and embeddings with several times the
+    cross-entropy's gradient norm, and clipping the total then shrinks the words' own gradient
+    (BENCHMARKS.md, hard attention from scratch).
     """
     r = location_rewards(logp, out, estimator)
     sampled = (~out.use_expected).to(r.device)
@@ -108,8 +112,9 @@ def _multi_sample_reinforce(out: TrainOut, logp: torch.Tensor, *, estimator: str
     b = torch.where(torch.isnan(b), _moving_baseline(out, estimator, baseline, word_baseline, r), b)
     b = torch.where(torch.isnan(b), r, b)  # no history and no other path: no advantage
     w = path_weight[out.caption_index] * row_sampled.to(r.dtype)
-    rl = -((r - b) * w * out.log_location.float()).sum() / n_captions
-    ent = (out.entropy * path_weight * sampled.to(out.entropy.dtype)).sum() / n_captions
+    per = n_captions if estimator == "paper" else float(path_weight[out.caption_index].sum())
+    rl = -((r - b) * w * out.log_location.float()).sum() / per
+    ent = (out.entropy * path_weight * sampled.to(out.entropy.dtype)).sum() / per
     return rl, ent
 
 
@@ -134,7 +139,7 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
     logp_all = F.log_softmax(out.logits.float(), dim=1)
     ce_tok = -logp_all.gather(1, out.targets.unsqueeze(1)).squeeze(1)  # the true NLL: logged, and REINFORCE's reward
     B = out.alpha_sum.shape[0]
-    multi = hard and out.log_location is not None and (out.path_of is not None or estimator == "togo")
+    multi = hard and out.log_location is not None and (out.path_of is not None or estimator != "paper")
     path_weight = out.alpha_sum.new_ones(B, dtype=torch.float32)
     if out.path_of is not None:  # each caption counts once, however many paths it ran
         path_weight = 1.0 / torch.bincount(out.path_of).to(torch.float32)[out.path_of]
@@ -161,17 +166,6 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
         reward = (per_path * path_weight).sum() / n_captions
         if estimator in ("token", "togo"):
             word_rewards = _word_rewards(-ce_tok.detach(), out.targets, out.logits.shape[1])
-    elif hard and estimator == "token" and out.log_location is not None:
-        r = -ce_tok.detach()
-        V = out.logits.shape[1]
-        b_w = word_baseline.to(r.device)[out.targets] if word_baseline is not None else torch.full_like(r, float("nan"))
-        b_w = torch.where(torch.isnan(b_w), r, b_w)  # a word never seen yet: no advantage
-        sampled = (~out.use_expected).to(r.device)[out.caption_index].to(r.dtype)
-        rl = -((r - b_w) * sampled * out.log_location.float()).sum() / B * reinforce_weight
-        ent = (out.entropy * (~out.use_expected).to(ce.dtype)).mean()
-        total = total + rl - entropy_weight * ent
-        reward = -torch.zeros(B, device=ce.device).index_add(0, out.caption_index, ce_tok.detach()).mean()
-        word_rewards = _word_rewards(r, out.targets, V)
     elif hard:
         logp = -torch.zeros(B, device=ce.device).index_add(0, out.caption_index, ce_tok.detach())
         reward = logp.mean()

@@ -56,7 +56,7 @@ def test_the_papers_estimator_learns_it_too_but_more_slowly():
 
 
 def test_token_advantages_use_each_words_own_baseline():
-    """One caption, two steps: the REINFORCE term is -sum_t (log p(y_t) - b[y_t]) log p(s_t) / B."""
+    """One caption, two steps: the REINFORCE term is -sum_t (log p(y_t) - b[y_t]) log p(s_t) / words."""
     from captioner.decoder import TrainOut
 
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]))
@@ -67,7 +67,7 @@ def test_token_advantages_use_each_words_own_baseline():
     b = torch.tensor([-1.0, 0.0, -0.1])
     terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=None, entropy_weight=0.0, estimator="token", word_baseline=b)
     adv = torch.tensor([torch.log(torch.tensor(0.5)) + 1.0, torch.log(torch.tensor(0.6)) + 0.1])
-    assert terms.reinforce == pytest.approx(float(-(adv * log_loc.detach()).sum()), rel=1e-5)
+    assert terms.reinforce == pytest.approx(float(-(adv * log_loc.detach()).sum()) / 2, rel=1e-5)
     sums, counts = terms.word_rewards
     assert counts.tolist() == [1.0, 0.0, 1.0]
     new = update_word_baseline(b.double(), sums, counts, 0.9)
@@ -124,7 +124,7 @@ def test_multi_sample_reinforce_uses_each_paths_leave_one_out_advantage():
     out = _two_step_out(lp, [0, 1], [0, 0], 2, path_of=[0, 0])
     terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=None, entropy_weight=0.0, estimator="togo")
     adv = torch.tensor([-1.0 - -3.0, -3.0 - -1.0])
-    assert terms.reinforce == pytest.approx(float(-(adv * 0.5 * -0.5).sum()), abs=1e-6)
+    assert terms.reinforce == pytest.approx(float(-(adv * 0.5 * -0.5).sum()), abs=1e-6)  # one word per caption
     assert terms.ce == pytest.approx(2.0, rel=1e-5)  # each caption counted once
 
 
