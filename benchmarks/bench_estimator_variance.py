@@ -9,8 +9,12 @@ spread comes from the estimator alone. Moving baselines are warmed up on the sam
 training would have them.
 
 Prints, per estimator and number of location paths K: the relative variance
-E||g - mean g||^2 / ||mean g||^2 (lower = fewer batches to learn where to look), and the cosine of
-the mean gradient with the mean gradient of token with K = 4 leave-one-out paths (the least noisy).
+E||g - mean g||^2 / ||mean g||^2 (lower = fewer batches to learn where to look), the cosine of
+the mean gradient with the mean gradient of token with K = 4 leave-one-out paths (the least noisy),
+and the norm of the REINFORCE gradient on the attention parameters and on everything else (LSTM,
+embeddings, projections, which alpha also depends on) beside the cross-entropy's gradient norm: the
+total is clipped (``--grad-clip``), so a REINFORCE term much larger than the cross-entropy shrinks the
+words' own gradient.
 """
 
 from __future__ import annotations
@@ -34,14 +38,22 @@ from captioner.train import prepare_data  # noqa: E402
 SETTINGS = [("paper", 1), ("token", 1), ("togo", 1), ("paper", 4), ("token", 4), ("togo", 4)]
 
 
-def reinforce_gradient(model, feats, tokens, lengths, image_index, estimator: str, paths: int, baseline, word_baseline):
-    """One sample of the REINFORCE gradient of the attention parameters, and the batch's rewards."""
+def reinforce_gradient(model, feats, tokens, lengths, image_index, estimator: str, paths: int, baseline,
+                       word_baseline) -> tuple[torch.Tensor, float, float]:
+    """One sample of the REINFORCE gradient of the attention parameters (flat), its norm on the other
+    decoder parameters, and the cross-entropy's gradient norm on those."""
     out = model.decoder(feats, tokens, lengths, expected_prob=0.0, image_index=image_index, location_samples=paths)
+    ce = caption_loss(out, alpha_c=0.0, hard=False, baseline=None)
     terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=baseline, entropy_weight=0.0, estimator=estimator,
                          word_baseline=word_baseline)
-    params = list(model.decoder.attention.parameters())
-    rl = torch.autograd.grad(terms.total, params)
-    return torch.cat([g.flatten() for g in rl]), terms
+    attention = list(model.decoder.attention.parameters())
+    ids = {id(p) for p in attention}
+    rest = [p for p in model.decoder.parameters() if id(p) not in ids]
+    g_ce = torch.autograd.grad(ce.total, rest, retain_graph=True, allow_unused=True)
+    g_rl = torch.autograd.grad(terms.total - ce.total, attention + rest, allow_unused=True)
+    norm = lambda gs: float(sum((g.float() ** 2).sum() for g in gs if g is not None) ** 0.5)  # noqa: E731
+    flat = torch.cat([g.flatten() for g in g_rl[: len(attention)]])
+    return flat, norm(g_rl[len(attention):]), norm(g_ce)
 
 
 def main() -> None:
@@ -80,18 +92,21 @@ def main() -> None:
     results = {}
     for estimator, paths in SETTINGS:
         torch.manual_seed(1)
-        grads = torch.stack([reinforce_gradient(model, feats, tokens, lengths, image_index, estimator, paths,
-                                                baseline, word_baseline)[0] for _ in range(args.repeats)])
-        results[(estimator, paths)] = grads
-    reference = results[("token", 4)].mean(0)
+        samples = [reinforce_gradient(model, feats, tokens, lengths, image_index, estimator, paths, baseline,
+                                      word_baseline) for _ in range(args.repeats)]
+        grads = torch.stack([s[0] for s in samples])
+        results[(estimator, paths)] = grads, sum(s[1] for s in samples) / len(samples), samples[0][2]
+    reference = results[("token", 4)][0].mean(0)
     print(f"{args.model}: {pairs.n_images} images, {len(lengths)} captions, {args.repeats} gradient samples each")
-    print("| estimator | paths K | relative variance | cosine with token K=4 mean |")
-    print("| --- | --- | --- | --- |")
-    for (estimator, paths), grads in results.items():
+    print("| estimator | paths K | relative variance | cosine with token K=4 mean | REINFORCE grad norm, attention "
+          "| REINFORCE grad norm, rest | cross-entropy grad norm, rest |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for (estimator, paths), (grads, rest, ce) in results.items():
         mean = grads.mean(0)
         rel = float(((grads - mean) ** 2).sum(1).mean() / mean.pow(2).sum().clamp_min(1e-30))
         cos = float(torch.nn.functional.cosine_similarity(mean, reference, dim=0))
-        print(f"| {estimator} | {paths} | {rel:.2f} | {cos:.3f} |")
+        att = float(grads.norm(dim=1).mean())
+        print(f"| {estimator} | {paths} | {rel:.2f} | {cos:.3f} | {att:.3f} | {rest:.3f} | {ce:.3f} |")
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ class TrainConfig:
                                    HARD)
     expected_prob: float = option(0.5, "hard attention: probability that a caption is trained on the expected (soft) "
                                   "context instead of a sampled location", HARD)
-    hard_estimator: str = option("token", "hard attention: what REINFORCE rewards a sampled location with: paper "
+    hard_estimator: str = option("paper", "hard attention: what REINFORCE rewards a sampled location with: paper "
                                  "(the caption's log p, minus a moving average) | token (the log p of the word it was "
                                  "chosen for, minus that word's moving average) | togo (the log p of the words from "
                                  "it on, minus their moving averages); token and togo average the term over words, paper over captions", HARD)
