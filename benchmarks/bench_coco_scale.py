@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             "ru_maxrss_mb": _mb(w.maxrss_children) if w.maxrss_grew else None,
             "cache_gb": round(cache_bytes / 1e9, 2), "cache_reused": cached_before,
         }
-        if not cached_before and w.cache_started is not None and w.cache_done is not None:
+        cache_sec = (w.cache_done - w.cache_started) if w.cache_started is not None and w.cache_done is not None else 0
+        if not cached_before and cache_sec > 0:  # a tiny cache can be written between two polls: no figure
             n_img = counts["train"] + counts["val"]
-            cache_sec = w.cache_done - w.cache_started
             train_fig.update(cache_seconds=round(cache_sec, 1), cache_images_per_s=round(n_img / cache_sec, 1),
                              startup_seconds=round(w.cache_started - w.start, 1))
         fig["train"] = train_fig

@@ -11,6 +11,7 @@ training and the CLI all agree.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from collections import Counter
@@ -86,10 +87,20 @@ def caption_records(model: Any, records: Sequence[Record], opts: DecodeOptions =
                 failures.append((rec, str(exc)))
         if opened:
             captions = model.caption_images([im for _, im in opened], opts)
-            results.extend((rec, res) for (rec, _), res in zip(opened, captions))
+            results.extend((rec, _compact(res)) for (rec, _), res in zip(opened, captions))
         if on_batch is not None:
             on_batch(len(chunk))
     return results, failures
+
+
+def _compact(res: CaptionResult) -> CaptionResult:
+    """The caption alone, with its attention maps copied out of the batch's decoding arrays.
+
+    Beam search returns views into one (batch x beams) x steps x cells array per batch and keeps every
+    hypothesis's alternatives; a split's results held for the pointing game and the deletion test would
+    otherwise keep all of that alive, several times what the chosen captions' own maps take.
+    """
+    return dataclasses.replace(res, alphas=np.array(res.alphas, dtype=np.float32), alternatives=[])
 
 
 # ------------------------------------------------------------------------------------ predictions

@@ -1,0 +1,121 @@
+"""The data path at COCO's size (issue 13): what must stay linear and small as the dataset grows.
+
+Everything here runs on tiny data made in tmp_path; benchmarks/bench_coco_scale.py measures the real sizes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from captioner.batches import make_pairs
+from captioner.datasets import Record
+from captioner.features import FeatureStore
+from captioner.vocab import Vocab
+
+
+def test_make_pairs_packs_every_caption_as_its_own_encoding():
+    """The vectorised packing gives exactly the per-caption encodings, padded, in record order."""
+    records = [
+        Record("a.jpg", ("a red circle", "the small blue square above a green triangle left of the red circle"),
+               "train", "1"),
+        Record("b.jpg", ("a square",), "train", "2"),  # unreadable below: left out
+        Record("c.jpg", ("blue", "a large red triangle", "green circle"), "train", "3"),
+        Record("d.jpg", (), "train", "4"),  # no captions: left out
+    ]
+    paths = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    store = FeatureStore(np.zeros((4, 1), np.float16), paths, np.array([True, False, True, True]))
+    vocab = Vocab.build([c for r in records for c in r.captions], min_count=1)
+    pairs = make_pairs(records, store, vocab, max_len=8)
+
+    expected = [vocab.encode(c, max_len=8) for r in (records[0], records[2]) for c in r.captions]
+    assert pairs.tokens.dtype == torch.long and pairs.lengths.dtype == torch.long
+    assert pairs.tokens.shape == (5, max(map(len, expected)))
+    assert pairs.lengths.tolist() == [len(s) for s in expected]
+    for row, seq in zip(pairs.tokens.tolist(), expected):
+        assert row == seq + [vocab.pad_id] * (pairs.tokens.shape[1] - len(seq))
+    assert pairs.image_rows.tolist() == [0, 2]
+    assert pairs.starts.tolist() == [0, 2, 5]
+    assert [r.image_id for r in pairs.records] == ["1", "3"]
+
+
+def test_evaluation_keeps_only_each_images_own_attention(tmp_path, tiny_checkpoint):
+    """Results held for a whole split must not pin the beam search's per-batch arrays nor its alternatives."""
+    from captioner.decoding import DecodeOptions
+    from captioner.evaluate import caption_records
+    from captioner.images import load_image
+    from captioner.model import load_model
+    from conftest import random_pngs
+
+    model = load_model(str(tiny_checkpoint))
+    paths = random_pngs(tmp_path, 4)
+    records = [Record(p, ("a red circle",), "val", str(i)) for i, p in enumerate(paths)]
+    opts = DecodeOptions(beam=3, max_len=6)
+    results, failures = caption_records(model, records, opts, batch_size=4)
+    assert not failures and len(results) == 4
+    raw = model.caption_images([load_image(p) for p in paths], opts)
+    assert raw[0].alphas.base is not None  # what decoding returns: views into the batch's array
+    for (rec, res), full in zip(results, raw):
+        assert res.alphas.base is None and res.alphas.flags.owndata  # its own small copy
+        assert res.alternatives == []
+        assert res.words == full.words and np.array_equal(res.alphas, full.alphas)
+
+
+def test_training_log_times_validation(shapes, tmp_path):
+    """Each epoch's row says how long validation took, so it can be told apart from training at scale."""
+    from captioner.train import main as train_main
+    from conftest import train_config
+
+    train_main(train_config(shapes, tmp_path / "run", epochs=1))
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["val_seconds"] > 0 and row["epoch_seconds"] > 0
+
+
+def test_coco_scale_benchmark_runs_end_to_end(tmp_path):
+    """benchmarks/bench_coco_scale.py at a toy size: synth, train (tiny model), evaluate, one JSON of figures."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_coco_scale
+
+    out = tmp_path / "figures.json"
+    assert bench_coco_scale.main(["--images", "30", "--work", str(tmp_path / "work"), "--eval-limit", "3",
+                                  "--json", str(out), "--", "--batch-size", "4", "--grid", "2",
+                                  "--min-word-count", "1", "--val-beam", "1"]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["train_images"] == 24 and fig["train_captions"] == 120
+    assert fig["train"]["captions_per_s"] > 0 and fig["train"]["peak_anon_mb"] > 0
+    assert fig["evaluate"]["images"] == 3
+    assert not (tmp_path / "work" / "data").exists()  # the data is removed unless --keep
+
+
+def test_cached_rows_are_read_with_pread_not_through_the_map(tmp_path, monkeypatch):
+    """Rows of a cache file come back exactly as stored, read one pread per row (no read-ahead through the map)."""
+    import os
+
+    arr = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float16, shape=(50, 3, 7))
+    arr[:] = np.random.default_rng(0).standard_normal(arr.shape).astype(np.float16)
+    arr.flush()
+    del arr
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    store = FeatureStore(mapped, [str(i) for i in range(50)], np.ones(50, bool))
+    calls = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, bufs, off: calls.append(off) or real(fd, bufs, off))
+    rows = [7, 3, 49, 3, 0, -1]  # unsorted, repeated, negative
+    got = store.get(torch.tensor(rows))
+    assert got.dtype == torch.float32 and got.shape == (6, 3, 7)
+    assert torch.equal(got, torch.from_numpy(np.asarray(mapped)[rows].astype(np.float32)))
+    assert len(calls) == len(rows)
+    assert store.get([]).shape == (0, 3, 7)
+    with np.testing.assert_raises(IndexError):
+        store.get([50])
+    # a slice of the map, or an array in memory, is read as an array
+    part = FeatureStore(mapped[10:20], [str(i) for i in range(10)], np.ones(10, bool))
+    assert torch.equal(part.get([0, 9]), torch.from_numpy(np.asarray(mapped)[[10, 19]].astype(np.float32)))
+    import pickle
+
+    assert torch.equal(pickle.loads(pickle.dumps(store)).get([5]), got[:0].new_tensor(np.asarray(mapped)[[5]]))
