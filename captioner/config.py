@@ -186,7 +186,8 @@ class TrainConfig:
     hard_estimator: str = option("paper", "hard attention: what REINFORCE rewards a sampled location with: paper "
                                  "(the caption's log p, minus a moving average) | token (the log p of the word it was "
                                  "chosen for, minus that word's moving average) | togo (the log p of the words from "
-                                 "it on, minus their moving averages); token and togo average the term over words, paper over captions", HARD)
+                                 "it on, minus their moving averages); token and togo average the term over words, paper "
+                                 "over captions", HARD)
     location_samples: int = option(1, "hard attention: location paths sampled per caption; 2 or more: each path's "
                                    "baseline is the mean reward of the others (leave-one-out)", HARD)
     entropy_weight_end: float | None = option(None, "hard attention: anneal --entropy-weight linearly from the first "

@@ -120,6 +120,20 @@ def _paths(opts: DecodeOptions, mode: str, decoder: Decoder) -> int:
     return opts.location_samples if (mode == "sample" and decoder.cfg.attention == "hard") else 1
 
 
+def _start(decoder: Decoder, feats: torch.Tensor, rows: int, paths: int):
+    """Memory and initial state for ``rows`` hypotheses per image, each with ``paths`` location paths
+    (h, c: R x S x H and zero path weights when paths > 1)."""
+    B = feats.shape[0]
+    memory = decoder.memory(feats)
+    if rows * paths > 1:
+        memory = memory.select(torch.arange(B, device=feats.device).repeat_interleave(rows * paths))
+    h, c = decoder.init_state(memory)
+    if paths == 1:
+        return memory, h, c, None
+    R = B * rows
+    return memory, h.view(R, paths, -1), c.view(R, paths, -1), torch.zeros(R, paths, device=feats.device)
+
+
 def _grow_paths(path_weight: torch.Tensor | None, step: _Step, rows: torch.Tensor, word: torch.Tensor) -> torch.Tensor | None:
     """Each kept row's path weights plus its paths' log p of the word chosen."""
     if path_weight is None:
@@ -133,14 +147,7 @@ def greedy(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: DecodeOpti
     """Most likely word at each step (or a sampled one with ``opts.sample``), for a batch of images."""
     B, device = feats.shape[0], feats.device
     mode = opts.hard_mode or decoder.cfg.hard_decode
-    S = _paths(opts, mode, decoder)
-    memory = decoder.memory(feats)
-    if S > 1:
-        memory = memory.select(torch.arange(B, device=device).repeat_interleave(S))
-    h, c = decoder.init_state(memory)
-    path_weight = None
-    if S > 1:
-        h, c, path_weight = h.view(B, S, -1), c.view(B, S, -1), torch.zeros(B, S, device=device)
+    memory, h, c, path_weight = _start(decoder, feats, 1, _paths(opts, mode, decoder))
     gen = torch.Generator(device=device).manual_seed(opts.seed)
     prev = torch.full((B,), vocab.start_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -192,12 +199,7 @@ def beam_search(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: Decod
     B, K, device = feats.shape[0], opts.beam, feats.device
     V = decoder.cfg.vocab_size
     mode = opts.hard_mode or decoder.cfg.hard_decode
-    S = _paths(opts, mode, decoder)
-    memory = decoder.memory(feats).select(torch.arange(B, device=device).repeat_interleave(K * S))
-    h, c = decoder.init_state(memory)
-    path_weight = None
-    if S > 1:
-        h, c, path_weight = h.view(B * K, S, -1), c.view(B * K, S, -1), torch.zeros(B * K, S, device=device)
+    memory, h, c, path_weight = _start(decoder, feats, K, _paths(opts, mode, decoder))
     gen = torch.Generator(device=device).manual_seed(opts.seed)
     scores = torch.full((B, K), -float("inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not repeat it K times
