@@ -160,6 +160,8 @@ class TrainConfig:
                              "--lr-patience epochs", OPTIMISATION)
     lr_patience: int = option(1, "epochs in a row without a better validation BLEU-4 before each learning-rate "
                               "decay", OPTIMISATION)
+    limit_batches: int = option(0, "train on at most this many batches of each epoch (0: all of them): smoke runs, "
+                                "and benchmarks at COCO's size, where one epoch takes hours on a CPU", OPTIMISATION)
     early_stop: int = option(4, "stop after this many epochs in a row without a better validation BLEU-4",
                              OPTIMISATION)
     alpha_c: float = option(0.0, "weight of the doubly stochastic attention penalty, which pushes each cell's "
@@ -251,6 +253,8 @@ class TrainConfig:
             raise ConfigError(f"entropy_weight_end must be >= 0, got {self.entropy_weight_end}")
         if self.ds_target not in ("one", "length"):
             raise ConfigError(f"unknown ds_target {self.ds_target!r}; choose one or length")
+        if self.limit_batches < 0:
+            raise ConfigError(f"limit_batches must be >= 0 (0: every batch of the epoch), got {self.limit_batches}")
         if self.box_weight < 0:
             raise ConfigError(f"box_weight must be >= 0, got {self.box_weight}")
         if self.val_no_repeat_ngram < 0:

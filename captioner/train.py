@@ -80,6 +80,8 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
     model samples itself, scored by ``reward`` against each image's references.
     """
     batches = epoch_batches(pairs.n_images, cfg.batch_size, cfg.seed, state.epoch, rank, world)
+    if cfg.limit_batches:  # the first N of the epoch's shuffled batches: every epoch still sees other images
+        batches = batches[: cfg.limit_batches]
     if not batches:
         raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of "
                         f"{cfg.batch_size} x {world} process(es); lower --batch-size")

@@ -119,3 +119,52 @@ def test_cached_rows_are_read_with_pread_not_through_the_map(tmp_path, monkeypat
     import pickle
 
     assert torch.equal(pickle.loads(pickle.dumps(store)).get([5]), got[:0].new_tensor(np.asarray(mapped)[[5]]))
+
+
+def _padded_pass(attention: str, rows: int, monkeypatch, train: bool) -> tuple[torch.Tensor, ...]:
+    """Teacher forcing with each step rounded up to ``rows`` running captions: outputs and gradients."""
+    import captioner.decoder as decoder_module
+    from captioner.config import ModelConfig
+
+    monkeypatch.setattr(decoder_module, "STEP_ROWS", rows)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=30, feature_dim=40, grid=3, embed_dim=16, hidden_dim=24, attention_dim=12, proj_dim=20,
+                      attention=attention, dropout=0.0, features="head")
+    dec = decoder_module.Decoder(cfg).train(train)
+    g = torch.Generator().manual_seed(1)
+    B, T = 21, 9
+    lengths = torch.randint(3, T + 1, (B,), generator=g).sort(descending=True).values
+    caps = torch.randint(4, 30, (B, T), generator=g)
+    caps[:, 0] = 1
+    for i, n in enumerate(lengths.tolist()):
+        caps[i, n - 1], caps[i, n:] = 2, 0
+    feats = torch.randn(7, 9, 40, generator=g)
+    out = dec(feats, caps, lengths, expected_prob=1.0, image_index=torch.arange(B) % 7)
+    (out.logits.square().mean() + out.alpha_sum.square().mean()).backward()
+    grads = [p.grad.clone() for p in dec.parameters() if p.grad is not None]
+    return (out.logits.detach(), out.targets, out.caption_index, out.alpha_sum.detach(), *grads)
+
+
+def test_rounding_the_running_captions_up_changes_no_output_or_gradient(monkeypatch):
+    """The finished captions a padded step carries along must not leak into any output or gradient."""
+    for attention, train in (("soft", True), ("local", True), ("hard", False), ("hard", True)):
+        exact = _padded_pass(attention, 1, monkeypatch, train)
+        for rows in (4, 16):
+            padded = _padded_pass(attention, rows, monkeypatch, train)
+            assert len(padded) == len(exact)
+            for a, b in zip(exact, padded):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_limit_batches_stops_each_epoch_early(shapes, tmp_path):
+    """--limit-batches N trains N batches per epoch (benchmarks at COCO size), and validation still runs."""
+    from captioner.train import main as train_main
+    from conftest import train_config
+
+    steps: list[int] = []
+    train_main(train_config(shapes, tmp_path / "all", epochs=1), on_step=steps.append)
+    limited: list[int] = []
+    train_main(train_config(shapes, tmp_path / "two", epochs=2, limit_batches=2), on_step=limited.append)
+    assert len(steps) > 2 and limited == [0, 1, 0, 1]
+    rows = [json.loads(r) for r in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["val_seconds"] > 0 for r in rows)
