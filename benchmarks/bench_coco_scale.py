@@ -23,6 +23,10 @@ never into the repository; it is deleted at the end unless ``--keep``.
     python benchmarks/bench_coco_scale.py --images 5000 --work /tmp/coco5k
     nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/bench_coco_scale.py --images 30000 --work DIR --json out.json
 
+``--flickr8k DIR`` runs steps 2 and 3 on a Flickr8k folder instead (train split; dev for validation
+and evaluation), so the figures to compare come from the same commands and probes. Flags after ``--``
+go to ``captioner train``: ``-- --limit-batches 1000`` bounds an epoch that would take hours.
+
 ``--reuse`` skips what a previous run left in ``--work`` (the dataset, the feature cache: a second
 run then measures training without the caching). One JSON object with every figure is printed last
 (and written to ``--json``).
@@ -113,6 +117,35 @@ def _check(rc: int, what: str, log: Path) -> None:
         raise SystemExit(f"{what} failed (exit {rc}); last lines of {log}:\n" + "\n".join(tail))
 
 
+def _synth(args: argparse.Namespace, data: Path, env: dict[str, str], work: Path,
+           fig: dict[str, object]) -> tuple[dict[str, int], int]:
+    """``captioner synth`` into ``data`` (unless --reuse finds it there), timed; image counts and captions."""
+    if not (args.reuse and (data / "captions_train.json").is_file()):
+        if data.exists():
+            shutil.rmtree(data)
+        cmd = _captioner() + ["synth", "--out", str(data), "--images", str(args.images)]
+        if args.synth_workers:
+            cmd += ["--workers", str(args.synth_workers)]
+        w = Watch(cmd, env, work / "synth.log")
+        rc, sec = w.run()
+        _check(rc, "synth", work / "synth.log")
+        fig["synth"] = {"seconds": round(sec, 1), "images_per_s": round(args.images / sec, 1),
+                        "peak_rss_mb": _mb(w.peak.get("VmHWM")),
+                        "jpeg_mb": round(sum(f.stat().st_size for f in (data / "images").rglob("*.jpg")) / 2**20, 1)}
+        print(f"synth: {args.images} images in {sec:.1f} s = {args.images / sec:.0f} images/s", flush=True)
+    counts = {s: len(json.loads((data / f"captions_{s}.json").read_text())["images"]) for s in ("train", "val")}
+    n_caps = len(json.loads((data / "captions_train.json").read_text())["annotations"])
+    return counts, n_caps
+
+
+def _flickr8k_counts(folder: Path) -> tuple[dict[str, int], int]:
+    """Train / dev images and training captions of a Flickr8k folder, as `captioner train` reads them."""
+    from captioner.datasets import load_flickr8k
+
+    train, val = load_flickr8k(folder, splits="train"), load_flickr8k(folder, splits="val")
+    return {"train": len(train), "val": len(val)}, sum(len(r.captions) for r in train)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=120_000, help="synthetic images (default 120000, COCO's size)")
@@ -124,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synth-workers", type=int, help="captioner synth --workers (default: its own choice)")
     p.add_argument("--eval-limit", type=int, help="evaluate only the first N val images (default: all)")
     p.add_argument("--skip-eval", action="store_true", help="time synth and train only")
+    p.add_argument("--flickr8k", metavar="DIR", help="measure the same on a Flickr8k folder instead of synthetic "
+                   "data (train on its train split, validate and evaluate on dev): the figures to compare with")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: extra flags for captioner train")
     args = p.parse_args(argv)
@@ -137,30 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     fig: dict[str, object] = {"images": args.images, "threads": args.threads, "precision": args.precision,
                               "date": time.strftime("%Y-%m-%d"), "nice": os.nice(0), "work": str(work)}
     try:
-        # ------------------------------------------------------------------ 1. synthetic data
-        if not (args.reuse and (data / "captions_train.json").is_file()):
-            if data.exists():
-                shutil.rmtree(data)
-            cmd = _captioner() + ["synth", "--out", str(data), "--images", str(args.images)]
-            if args.synth_workers:
-                cmd += ["--workers", str(args.synth_workers)]
-            w = Watch(cmd, env, work / "synth.log")
-            rc, sec = w.run()
-            _check(rc, "synth", work / "synth.log")
-            fig["synth"] = {"seconds": round(sec, 1), "images_per_s": round(args.images / sec, 1),
-                            "peak_rss_mb": _mb(w.peak.get("VmHWM")),
-                            "jpeg_mb": round(sum(f.stat().st_size for f in (data / "images").rglob("*.jpg")) / 2**20, 1)}
-            print(f"synth: {args.images} images in {sec:.1f} s = {args.images / sec:.0f} images/s", flush=True)
-        counts = {s: len(json.loads((data / f"captions_{s}.json").read_text())["images"]) for s in ("train", "val")}
-        n_caps = len(json.loads((data / "captions_train.json").read_text())["annotations"])
+        # ------------------------------------------------------------------ 1. the data
+        if args.flickr8k:
+            train_data = ["--format", "flickr8k", "--data", args.flickr8k]
+            eval_data = ["--format", "flickr8k", "--data", args.flickr8k, "--split", "val"]
+            counts, n_caps = _flickr8k_counts(Path(args.flickr8k))
+            fig["dataset"] = "flickr8k"
+        else:
+            train_data = ["--format", "coco", "--data", str(data / "captions_train.json"),
+                          "--val-data", str(data / "captions_val.json")]
+            eval_data = ["--format", "coco", "--data", str(data / "captions_val.json"),
+                         "--instances", str(data / "instances_val.json")]
+            counts, n_caps = _synth(args, data, env, work, fig)
         fig["train_images"], fig["val_images"], fig["train_captions"] = counts["train"], counts["val"], n_caps
 
         # ------------------------------------------------------------------ 2. train one epoch
         cached_before = cache.is_dir() and any(cache.rglob("*.npy"))
         if run.exists():
             shutil.rmtree(run)
-        cmd = _captioner() + ["train", "--format", "coco", "--data", str(data / "captions_train.json"),
-                              "--val-data", str(data / "captions_val.json"), "--epochs", "1",
+        cmd = _captioner() + ["train", *train_data, "--epochs", "1",
                               "--threads", str(args.threads), "--precision", args.precision,
                               "--out", str(run), "--cache-dir", str(cache), "--no-progress", *extra]
         w = Watch(cmd, env, work / "train.log", cache=cache)
@@ -190,9 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # ------------------------------------------------------------------ 3. evaluate on val
         if not args.skip_eval:
-            cmd = _captioner() + ["evaluate", "--model", str(run / "best.safetensors"), "--format", "coco",
-                                  "--data", str(data / "captions_val.json"),
-                                  "--instances", str(data / "instances_val.json"), "--beam", "3",
+            cmd = _captioner() + ["evaluate", "--model", str(run / "best.safetensors"), *eval_data, "--beam", "3",
                                   "--out", str(ev_out), "--no-progress"]
             if args.eval_limit:
                 cmd += ["--limit", str(args.eval_limit)]

@@ -6,6 +6,7 @@ Everything here runs on tiny data made in tmp_path; benchmarks/bench_coco_scale.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,7 +77,6 @@ def test_training_log_times_validation(shapes, tmp_path):
 def test_coco_scale_benchmark_runs_end_to_end(tmp_path):
     """benchmarks/bench_coco_scale.py at a toy size: synth, train (tiny model), evaluate, one JSON of figures."""
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import bench_coco_scale
@@ -90,6 +90,44 @@ def test_coco_scale_benchmark_runs_end_to_end(tmp_path):
     assert fig["train"]["captions_per_s"] > 0 and fig["train"]["peak_anon_mb"] > 0
     assert fig["evaluate"]["images"] == 3
     assert not (tmp_path / "work" / "data").exists()  # the data is removed unless --keep
+
+
+def _as_flickr8k(shapes, root):
+    """The synthetic COCO files rewritten in Flickr8k's layout: images/, Flickr8k.token.txt, split lists."""
+    import shutil
+
+    (root / "images").mkdir(parents=True)
+    tokens, lists = [], {"train": [], "val": []}
+    for split, list_name in (("train", "trainImages"), ("val", "devImages")):
+        coco = json.loads((shapes / f"captions_{split}.json").read_text())
+        names = {im["id"]: im["file_name"] for im in coco["images"]}
+        for im in coco["images"]:
+            shutil.copy(shapes / "images" / im["file_name"], root / "images" / Path(im["file_name"]).name)
+            lists[split].append(Path(im["file_name"]).name)
+        for k, ann in enumerate(coco["annotations"]):
+            tokens.append(f"{Path(names[ann['image_id']]).name}#{k % 5}\t{ann['caption']}")
+        (root / f"Flickr_8k.{list_name}.txt").write_text("".join(n + "\n" for n in lists[split]))
+    (root / "Flickr8k.token.txt").write_text("\n".join(tokens) + "\n")
+    return root
+
+
+def test_coco_scale_benchmark_measures_flickr8k_the_same_way(shapes, tmp_path):
+    """--flickr8k DIR: the figures to set beside the synthetic ones, from the same commands and probes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_coco_scale
+
+    flickr = _as_flickr8k(shapes, tmp_path / "flickr8k")
+    out = tmp_path / "figures.json"
+    assert bench_coco_scale.main(["--flickr8k", str(flickr), "--work", str(tmp_path / "work"), "--eval-limit", "2",
+                                  "--json", str(out), "--", "--batch-size", "4", "--grid", "2",
+                                  "--min-word-count", "1", "--val-beam", "1", "--limit-batches", "2"]) == 0
+    fig = json.loads(out.read_text())
+    train = json.loads((shapes / "captions_train.json").read_text())
+    assert fig["dataset"] == "flickr8k" and "synth" not in fig
+    assert fig["train_images"] == len(train["images"]) and fig["train_captions"] == len(train["annotations"])
+    assert fig["train"]["captions_per_s"] > 0 and fig["evaluate"]["images"] == 2
 
 
 def test_cached_rows_are_read_with_pread_not_through_the_map(tmp_path, monkeypatch):
