@@ -192,6 +192,9 @@ class TrainConfig:
                                  "over captions", HARD)
     location_samples: int = option(1, "hard attention: location paths sampled per caption; 2 or more: each path's "
                                    "baseline is the mean reward of the others (leave-one-out)", HARD)
+    gate_from_expected: bool = option(False, "hard attention: the context gate beta_t learns only from the captions "
+                                      "on the expected context, so sampled cells (noise while attention is still "
+                                      "diffuse) cannot shut the image out of the decoder", HARD)
     entropy_weight_end: float | None = option(None, "hard attention: anneal --entropy-weight linearly from the first "
                                               "epoch to this at the last (none: constant)", HARD)
     expected_prob_end: float | None = option(None, "hard attention: anneal --expected-prob linearly from the first "

@@ -144,13 +144,14 @@ class Decoder(nn.Module):
 
     def step(self, h: torch.Tensor, c: torch.Tensor, memory: Memory, emb: torch.Tensor, emb_gates: torch.Tensor, *,
              mode: str = "expect", use_expected: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> StepOut:
+             generator: torch.Generator | None = None, gate_from_expected: bool = False) -> StepOut:
         """Attend with h_{t-1} (and the word E y_{t-1} just read), update the LSTM with [E y_{t-1}; z_t].
 
         ``emb_gates`` is the E y part of the LSTM gates, precomputed. ``mode`` only matters for hard
         attention: ``sample`` (training, or sampled decoding), ``argmax`` (the most likely location) or
         ``expect`` (the expected context). Rows where ``use_expected`` is true take the expected context
-        whatever the mode (the paper's variance reduction during training). With a sentinel, the
+        whatever the mode (the paper's variance reduction during training); with ``gate_from_expected``
+        only they train the context gate beta_t (the others see it, detached). With a sentinel, the
         softmax runs over the L cells and one non-visual slot, and alpha keeps the cells' part.
         """
         query = h + self.query_word(emb) if self.cfg.word_query else h
@@ -177,7 +178,10 @@ class Decoder(nn.Module):
             z = gather_context(memory.ann, alpha)
         if beta is not None:
             z = z + beta.unsqueeze(1) * sentinel
-        z = torch.sigmoid(self.f_beta(h)) * z
+        gate = torch.sigmoid(self.f_beta(h))
+        if gate_from_expected and use_expected is not None and location is not None:
+            gate = torch.where(use_expected.unsqueeze(1), gate, gate.detach())
+        z = gate * z
         E = self.cfg.embed_dim
         gates = torch.addmm(emb_gates, z, self.lstm.weight_ih[:, E:].t())
         gates = torch.addmm(gates, h, self.lstm.weight_hh.t())
@@ -199,7 +203,7 @@ class Decoder(nn.Module):
     # --- teacher forcing -------------------------------------------------------------------------
     def forward(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
                 expected_prob: float = 0.5, image_index: torch.Tensor | None = None,
-                location_samples: int = 1) -> TrainOut:
+                location_samples: int = 1, gate_from_expected: bool = False) -> TrainOut:
         """Teacher-forced pass over captions sorted by length (longest first).
 
         ``captions`` is B x T with <start> ... <end> and padding; ``lengths`` counts tokens including
@@ -247,7 +251,8 @@ class Decoder(nn.Module):
             run = min(B, -(-b // STEP_ROWS) * STEP_ROWS)
             memory = per_image.select(image_index[:run])
             out = self.step(h[:run], c[:run], memory, emb[:run, t], pre[:run, t], mode=mode,
-                            use_expected=None if use_expected is None else use_expected[:run])
+                            use_expected=None if use_expected is None else use_expected[:run],
+                            gate_from_expected=gate_from_expected)
             h, c = out.h, out.c
             hs.append(out.h[:b])
             zs.append(out.z[:b])

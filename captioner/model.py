@@ -63,7 +63,8 @@ class CaptionModel(torch.nn.Module):
 
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
                 *, live: bool, expected_prob: float = 0.5, image_index: torch.Tensor | None = None,
-                samples: int = 0, max_len: int = 20, location_samples: int = 1):
+                samples: int = 0, max_len: int = 20, location_samples: int = 1,
+                gate_from_expected: bool = False):
         """A training pass; ``inputs`` are cached :meth:`Encoder.frozen_part` outputs, or pixels when ``live``.
 
         Teacher-forced over ``captions`` (cross-entropy), or, with ``samples`` > 0, that many sampled
@@ -78,7 +79,7 @@ class CaptionModel(torch.nn.Module):
         if captions is None or lengths is None:
             raise ValueError("a teacher-forced pass needs captions and lengths")
         return self.decoder(feats, captions, lengths, expected_prob=expected_prob, image_index=image_index,
-                            location_samples=location_samples)
+                            location_samples=location_samples, gate_from_expected=gate_from_expected)
 
     def annotations(self, inputs: torch.Tensor, live: bool) -> torch.Tensor:
         """B x L x D annotations from pixels (``live``) or from cached :meth:`Encoder.frozen_part` outputs."""

@@ -26,7 +26,7 @@ def xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tenso
     feats = image_tensors(pairs, images, store, device)
     tokens, lengths, image_index = caption_tensors(pairs, images, device)
     out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index,
-              location_samples=cfg.location_samples if hard else 1)
+              location_samples=cfg.location_samples if hard else 1, gate_from_expected=cfg.gate_from_expected)
     terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=baseline,
                          reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight,
                          label_smoothing=cfg.label_smoothing, ds_target=cfg.ds_target, estimator=cfg.hard_estimator,

@@ -138,3 +138,42 @@ def test_schedules_anneal_linearly_to_the_last_epoch():
     assert scheduled(cfg, 2).entropy_weight == pytest.approx(0.0)
     assert scheduled(cfg, 1).expected_prob == pytest.approx(0.3)
     assert scheduled(TrainConfig(), 2) == TrainConfig()
+
+
+@pytest.mark.parametrize("expected_prob, gate_from_expected, learns", [
+    (0.0, False, True),   # the paper: sampled captions train the gate too (and shut it while cells are noise)
+    (0.0, True, False),   # --gate-from-expected: sampled captions leave the gate alone...
+    (1.0, True, True),    # ...captions on the expected context still train it
+])
+def test_context_gate_learns_only_from_expected_context_when_asked(expected_prob, gate_from_expected, learns):
+    torch.manual_seed(0)
+    cfg = ModelConfig(features="head", grid=2, vocab_size=8, feature_dim=8, embed_dim=8, hidden_dim=16, attention_dim=8,
+                      proj_dim=8, attention="hard", dropout=0.0)
+    dec = Decoder(cfg).train()
+    feats = torch.randn(6, 4, 8)
+    caps = torch.tensor([[1, 4, 5, 2]] * 6)
+    out = dec(feats, caps, torch.full((6,), 4), expected_prob=expected_prob, gate_from_expected=gate_from_expected)
+    caption_loss(out, alpha_c=0.0, hard=True, baseline=None, estimator="token").total.backward()
+    gate_grad = dec.f_beta.weight.grad
+    assert (gate_grad is not None and gate_grad.abs().sum() > 0) == learns
+    assert dec.lstm.weight_hh.grad.abs().sum() > 0  # the words' own gradient is untouched
+
+
+def test_attention_stats_probe_measures_every_word_and_leaves_the_model_as_it_was(tiny_hard_checkpoint):
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from captioner.model import load_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_attention_stats import attention_stats
+
+    model = load_model(str(tiny_hard_checkpoint))
+    images = [Image.new("RGB", (64, 64), (40 * i, 90, 200 - 40 * i)) for i in range(3)]
+    before = [r.words for r in model.caption_images(images)]
+    stats = attention_stats(model, images)
+    assert stats["uniform_peak"] <= stats["peak"] <= 1.0 and 0.0 <= stats["entropy"] <= stats["uniform_entropy"] + 1e-6
+    assert 0.0 < stats["gate"] < 1.0
+    assert "step" not in vars(model.decoder) and [r.words for r in model.caption_images(images)] == before
