@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             train_data = ["--format", "flickr8k", "--data", args.flickr8k]
             eval_data = ["--format", "flickr8k", "--data", args.flickr8k, "--split", "val"]
             counts, n_caps = _flickr8k_counts(Path(args.flickr8k))
-            fig["dataset"] = "flickr8k"
+            fig["dataset"], fig["images"] = "flickr8k", counts["train"] + counts["val"]
         else:
             train_data = ["--format", "coco", "--data", str(data / "captions_train.json"),
                           "--val-data", str(data / "captions_val.json")]

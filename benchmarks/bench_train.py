@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import captioner.decoder as decoder_module  # noqa: E402
 from captioner.config import ModelConfig, TrainConfig  # noqa: E402
 from captioner.encoder import FEATURES, feature_dims  # noqa: E402
 from captioner.features import FeatureStore, LiveImages  # noqa: E402
@@ -62,8 +63,18 @@ def live_store(model: CaptionModel, n_images: int) -> LiveImages:
     return LiveImages([paths[i % len(paths)] for i in range(n_images)], model.preprocess)
 
 
-def bench(model: CaptionModel, cfg: TrainConfig, store, steps: int, warmup: int, per_image: int) -> float:
-    """Captions/s of ``train_one_epoch`` over ``steps`` batches, after ``warmup`` untimed ones."""
+def rss_anon_mb() -> float:
+    """This process's own resident memory (RssAnon: heap, tensors; not mapped files), in MB; 0 off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def bench(model: CaptionModel, cfg: TrainConfig, store, steps: int, warmup: int, per_image: int) -> tuple[float, float]:
+    """Captions/s of ``train_one_epoch`` over ``steps`` batches, after ``warmup`` untimed ones, and the
+    peak RssAnon seen after any batch (it grows while the C heap fragments)."""
     gen = torch.Generator().manual_seed(0)
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr)
     device = torch.device("cpu")
@@ -71,7 +82,10 @@ def bench(model: CaptionModel, cfg: TrainConfig, store, steps: int, warmup: int,
         warm = make_pairs(cfg.batch_size * warmup, per_image, model.cfg.vocab_size, gen)
         train_one_epoch(model, model, optimizer, warm, store, cfg, TrainState(), device)
     pairs = make_pairs(cfg.batch_size * steps, per_image, model.cfg.vocab_size, gen)
-    return train_one_epoch(model, model, optimizer, pairs, store, cfg, TrainState(), device)["captions_per_s"]
+    peak = [rss_anon_mb()]
+    rate = train_one_epoch(model, model, optimizer, pairs, store, cfg, TrainState(), device,
+                           on_step=lambda _: peak.append(rss_anon_mb()))["captions_per_s"]
+    return rate, max(peak)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", default=ModelConfig.features, choices=FEATURES,
                         help=f"annotation grid (default {ModelConfig.features}; head = the 7x7 grid used until 2026-12)")
     parser.add_argument("--grid", type=int, default=None, help="grid side (default 14, or 7 with --features head)")
+    parser.add_argument("--step-rows", type=int, default=None,
+                        help=f"round each teacher-forcing step's captions up to a multiple of this (default "
+                             f"{decoder_module.STEP_ROWS}; 1: exact sizes, as before 2026-12-01)")
     args = parser.parse_args(argv)
+    if args.step_rows:
+        decoder_module.STEP_ROWS = args.step_rows
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in ("cached", "live") for m in modes):
         parser.error(f"--modes {args.modes!r}: choose cached and/or live")
@@ -108,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         make_store = {"cached": cached_store, "live": live_store}[mode]
         store = make_store(model, args.batch_size * max(args.steps, args.warmup))
-        rate = bench(model, cfg, store, args.steps, args.warmup, args.captions_per_image)
+        rate, peak = bench(model, cfg, store, args.steps, args.warmup, args.captions_per_image)
         print(f"train {mode:<6}: {rate:7.1f} captions/s (mean of {args.steps} batches) = "
-              f"{FLICKR8K_EPOCH / rate:6.0f} s per Flickr8k epoch ({FLICKR8K_EPOCH:,} captions)", flush=True)
+              f"{FLICKR8K_EPOCH / rate:6.0f} s per Flickr8k epoch ({FLICKR8K_EPOCH:,} captions); "
+              f"peak RssAnon {peak:,.0f} MB", flush=True)
     return 0
 
 

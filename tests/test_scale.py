@@ -125,7 +125,7 @@ def test_coco_scale_benchmark_measures_flickr8k_the_same_way(shapes, tmp_path):
                                   "--min-word-count", "1", "--val-beam", "1", "--limit-batches", "2"]) == 0
     fig = json.loads(out.read_text())
     train = json.loads((shapes / "captions_train.json").read_text())
-    assert fig["dataset"] == "flickr8k" and "synth" not in fig
+    assert fig["dataset"] == "flickr8k" and "synth" not in fig and fig["images"] == fig["train_images"] + fig["val_images"]
     assert fig["train_images"] == len(train["images"]) and fig["train_captions"] == len(train["annotations"])
     assert fig["train"]["captions_per_s"] > 0 and fig["evaluate"]["images"] == 2
 
