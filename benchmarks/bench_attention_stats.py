@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
+from captioner.attention import entropy  # noqa: E402
 from captioner.decoding import DecodeOptions  # noqa: E402
 from captioner.images import is_image_name, load_image  # noqa: E402
 from captioner.model import CaptionModel, load_model  # noqa: E402
@@ -36,7 +37,7 @@ def attention_stats(model: CaptionModel, images: list, beam: int = 1) -> dict[st
         out = step(h, c, memory, emb, pre, **kw)
         alpha = out.alpha.float()
         peaks.append(alpha.max(1).values)
-        entropies.append(-(alpha * alpha.clamp_min(1e-12).log()).sum(1))
+        entropies.append(entropy(alpha))
         gates.append(torch.sigmoid(dec.f_beta(h)).float().squeeze(1))
         return out
 

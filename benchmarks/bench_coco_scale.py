@@ -49,6 +49,20 @@ from pathlib import Path
 _FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
 
 
+def proc_status(pid: int | str = "self") -> dict[str, int]:
+    """The memory fields of ``/proc/PID/status`` in kB (VmHWM, RssAnon, ...); empty off Linux or once it ended."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in _FIELDS:
+                    out[key] = int(value.split()[0])
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 class Watch:
     """Run a command, poll its /proc status and a cache folder until it ends; the peaks and event times."""
 
@@ -59,18 +73,6 @@ class Watch:
         self.peak_anon_after_cache = 0  # kB: RssAnon peak once the feature cache is complete (training + validation)
         self.cache_started: float | None = None  # first sight of the cache's temporary .npy
         self.cache_done: float | None = None  # first sight of the finished .npy
-
-    def _status(self, pid: int) -> dict[str, int]:
-        out = {}
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    if key in _FIELDS:
-                        out[key] = int(value.split()[0])
-        except (OSError, ValueError):
-            pass
-        return out
 
     def _cache_state(self, now: float) -> None:
         if self.cache is None or self.cache_done is not None or not self.cache.is_dir():
@@ -89,7 +91,7 @@ class Watch:
             while proc.poll() is None:
                 now = time.perf_counter()
                 self._cache_state(now)
-                st = self._status(proc.pid)
+                st = proc_status(proc.pid)
                 for k, v in st.items():
                     self.peak[k] = max(self.peak.get(k, 0), v)
                 if self.cache_done is not None and "RssAnon" in st:

@@ -32,6 +32,9 @@ from captioner.batches import Pairs  # noqa: E402
 from captioner.train import TrainState, train_one_epoch  # noqa: E402
 from captioner.vocab import SPECIALS, Vocab  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_coco_scale import proc_status  # noqa: E402
+
 FLICKR8K_EPOCH = 30_000  # training captions: 6,000 images x 5
 
 
@@ -65,11 +68,7 @@ def live_store(model: CaptionModel, n_images: int) -> LiveImages:
 
 def rss_anon_mb() -> float:
     """This process's own resident memory (RssAnon: heap, tensors; not mapped files), in MB; 0 off Linux."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
-    except (OSError, StopIteration):
-        return 0.0
+    return proc_status().get("RssAnon", 0) / 1024
 
 
 def bench(model: CaptionModel, cfg: TrainConfig, store, steps: int, warmup: int, per_image: int) -> tuple[float, float]:
