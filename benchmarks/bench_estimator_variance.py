@@ -35,7 +35,7 @@ from captioner.loss import caption_loss, update_baseline, update_word_baseline  
 from captioner.model import load_model  # noqa: E402
 from captioner.train import prepare_data  # noqa: E402
 
-SETTINGS = [("paper", 1), ("token", 1), ("togo", 1), ("paper", 4), ("token", 4), ("togo", 4)]
+SETTINGS = [("paper", 1), ("token", 1), ("togo", 1), ("token", 2), ("paper", 4), ("token", 4), ("togo", 4)]
 
 
 def reinforce_gradient(model, feats, tokens, lengths, image_index, estimator: str, paths: int, baseline,
