@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from captioner.batches import caption_tensors, image_tensors, make_pairs  # noqa: E402
 from captioner.config import TrainConfig  # noqa: E402
+from captioner.decoder import HardTraining  # noqa: E402
 from captioner.features import cache_features  # noqa: E402
 from captioner.loss import caption_loss, update_baseline, update_word_baseline  # noqa: E402
 from captioner.model import load_model  # noqa: E402
@@ -42,7 +43,8 @@ def reinforce_gradient(model, feats, tokens, lengths, image_index, estimator: st
                        word_baseline) -> tuple[torch.Tensor, float, float]:
     """One sample of the REINFORCE gradient of the attention parameters (flat), its norm on the other
     decoder parameters, and the cross-entropy's gradient norm on those."""
-    out = model.decoder(feats, tokens, lengths, expected_prob=0.0, image_index=image_index, location_samples=paths)
+    out = model.decoder(feats, tokens, lengths, image_index=image_index,
+                        hard_training=HardTraining(expected_prob=0.0, location_samples=paths))
     ce = caption_loss(out, alpha_c=0.0, hard=False, baseline=None)
     terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=baseline, entropy_weight=0.0, estimator=estimator,
                          word_baseline=word_baseline)
@@ -85,7 +87,7 @@ def main() -> None:
     torch.manual_seed(0)
     for _ in range(10):  # warm the moving baselines as training would have them
         with torch.no_grad():
-            out = model.decoder(feats, tokens, lengths, expected_prob=0.0, image_index=image_index)
+            out = model.decoder(feats, tokens, lengths, image_index=image_index, hard_training=HardTraining(expected_prob=0.0))
             terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=None, estimator="token")
         baseline = update_baseline(baseline, terms.reward, 0.9)
         word_baseline = update_word_baseline(word_baseline, *terms.word_rewards, 0.9)

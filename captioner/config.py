@@ -17,6 +17,8 @@ from .errors import ConfigError
 
 ATTENTION_TYPES = ("soft", "hard", "local")
 HARD_ESTIMATORS = ("paper", "token", "togo")
+REINFORCE_SCOPES = ("all", "attention")
+SCST_LOCATIONS = ("sample", "argmax")
 SCORE_FUNCTIONS = ("additive", "dot", "general")
 HARD_DECODE_MODES = ("argmax", "expect", "sample")
 OBJECTIVES = ("xe", "scst")
@@ -195,6 +197,11 @@ class TrainConfig:
     gate_from_expected: bool = option(False, "hard attention: the context gate beta_t learns only from the captions "
                                       "on the expected context, so sampled cells (noise while attention is still "
                                       "diffuse) cannot shut the image out of the decoder", HARD)
+    reinforce_scope: str = option("all", "hard attention: what the REINFORCE term of the locations trains: all "
+                                  "(everything on the path to log alpha: the scorer, the LSTM, the embeddings and the "
+                                  "annotation projection, as in the paper) | attention (the scorer's own weights only: "
+                                  "the LSTM and the projection learn from the words alone, free of REINFORCE's noise)",
+                                  HARD)
     entropy_weight_end: float | None = option(None, "hard attention: anneal --entropy-weight linearly from the first "
                                               "epoch to this at the last (none: constant)", HARD)
     expected_prob_end: float | None = option(None, "hard attention: anneal --expected-prob linearly from the first "
@@ -228,6 +235,11 @@ class TrainConfig:
     scst_bleu_weight: float = option(0.0, "scst: reward = CIDEr-D + this x sentence BLEU-4", SCST)
     scst_xe_weight: float = option(0.0, "scst: add this x the cross-entropy on the reference captions to the loss, "
                                    "to keep human phrasing", SCST)
+    scst_locations: str = option("sample", "scst, hard attention: sample (each sampled caption samples its locations "
+                                 "too, which share its advantage) | argmax (captions are sampled on the cells decoding "
+                                 "picks, so the reward judges the policy that is evaluated; the locations then learn "
+                                 "from the cross-entropy anchor's REINFORCE, which needs --scst-xe-weight > 0 and "
+                                 "--location-samples 2 or more)", SCST)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> "TrainConfig":
@@ -250,6 +262,14 @@ class TrainConfig:
             raise ConfigError(f"unknown hard_estimator {self.hard_estimator!r}; choose one of {', '.join(HARD_ESTIMATORS)}")
         if self.location_samples < 1:
             raise ConfigError(f"location_samples must be at least 1, got {self.location_samples}")
+        if self.reinforce_scope not in REINFORCE_SCOPES:
+            raise ConfigError(f"unknown reinforce_scope {self.reinforce_scope!r}; choose one of {', '.join(REINFORCE_SCOPES)}")
+        if self.scst_locations not in SCST_LOCATIONS:
+            raise ConfigError(f"unknown scst_locations {self.scst_locations!r}; choose one of {', '.join(SCST_LOCATIONS)}")
+        if (self.objective == "scst" and self.scst_locations == "argmax" and self.model.attention == "hard"
+                and (self.scst_xe_weight <= 0 or self.location_samples < 2)):
+            raise ConfigError("--scst-locations argmax trains hard attention's locations only through the cross-entropy "
+                              "anchor's leave-one-out REINFORCE: give --scst-xe-weight > 0 and --location-samples 2 or more")
         if self.expected_prob_end is not None and not 0.0 <= self.expected_prob_end <= 1.0:
             raise ConfigError(f"expected_prob_end must be in [0, 1], got {self.expected_prob_end}")
         if self.entropy_weight_end is not None and self.entropy_weight_end < 0:

@@ -23,14 +23,16 @@ class Memory:
 
     ann: torch.Tensor  # B x L x P projected annotations
     keys: torch.Tensor  # B x L x * attention keys (score-specific precomputation)
+    keys_rl: torch.Tensor | None = None  # keys of the detached annotations: REINFORCE stops at the scorer (training)
 
     def select(self, index: torch.Tensor) -> "Memory":
         """Rows ``index`` (beam search expands and reorders images)."""
-        return Memory(self.ann.index_select(0, index), self.keys.index_select(0, index))
+        rl = None if self.keys_rl is None else self.keys_rl.index_select(0, index)
+        return Memory(self.ann.index_select(0, index), self.keys.index_select(0, index), rl)
 
     def head(self, b: int) -> "Memory":
         """The first ``b`` rows, a view: captions sorted by length shrink the batch as they end."""
-        return Memory(self.ann[:b], self.keys[:b])
+        return Memory(self.ann[:b], self.keys[:b], None if self.keys_rl is None else self.keys_rl[:b])
 
 
 @dataclass
@@ -70,6 +72,22 @@ class FusedProjection(nn.Module):
         coarse = self.coarse(head).transpose(1, 2).reshape(B, -1, g // 2, g // 2)
         coarse = F.interpolate(coarse, scale_factor=2, mode="nearest").flatten(2).transpose(1, 2)  # B x L x P
         return self.fine(feats[..., : self.fine_dim]) + coarse
+
+
+@dataclass(frozen=True)
+class HardTraining:
+    """How hard attention trains under teacher forcing, in one value (each field is a TrainConfig option).
+
+    ``expected_prob``: share of captions on the expected context (the paper's 0.5); ``location_samples``:
+    location paths per sampled caption (leave-one-out baselines from 2); ``gate_from_expected``: only
+    expected-context captions train the gate beta_t; ``reinforce_scope``: ``attention`` keeps REINFORCE's
+    gradient inside the scorer (see :meth:`Decoder.step`), ``all`` lets it reach everything, as the paper.
+    """
+
+    expected_prob: float = 0.5
+    location_samples: int = 1
+    gate_from_expected: bool = False
+    reinforce_scope: str = "all"
 
 
 STEP_ROWS = 16  # teacher forcing rounds each step's running captions up to a multiple of this
@@ -119,14 +137,18 @@ class Decoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     # --- per-image setup -------------------------------------------------------------------------
-    def memory(self, feats: torch.Tensor) -> Memory:
-        """B x L x D encoder features -> projected annotations and attention keys."""
+    def memory(self, feats: torch.Tensor, scorer_only_keys: bool = False) -> Memory:
+        """B x L x D encoder features -> projected annotations and attention keys.
+
+        ``scorer_only_keys`` adds keys computed from detached annotations, for hard attention trained
+        with ``reinforce_scope="attention"`` (see :meth:`step`).
+        """
         ann = self.project(feats)
         if self.cfg.position:
             g = self.cfg.grid
             pos = (self.position_rows.unsqueeze(1) + self.position_cols.unsqueeze(0)).reshape(g * g, -1)
             ann = ann + pos.to(ann.dtype)  # stays bf16 under autocast: no per-step casts of the whole grid
-        return Memory(ann, self.attention.keys(ann))
+        return Memory(ann, self.attention.keys(ann), self.attention.keys(ann.detach()) if scorer_only_keys else None)
 
     def init_state(self, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """h_0, c_0 from the mean annotation, as in the paper."""
@@ -153,9 +175,18 @@ class Decoder(nn.Module):
         whatever the mode (the paper's variance reduction during training); with ``gate_from_expected``
         only they train the context gate beta_t (the others see it, detached). With a sentinel, the
         softmax runs over the L cells and one non-visual slot, and alpha keeps the cells' part.
+        When ``memory`` carries ``keys_rl`` (training with ``reinforce_scope="attention"``), the rows that
+        sample a location score it from a detached state and detached annotations: REINFORCE's gradient
+        then trains the scorer's own weights only, and the LSTM, embeddings and projection learn from
+        the words alone (the expected rows still backpropagate into them, as soft attention does).
         """
         query = h + self.query_word(emb) if self.cfg.word_query else h
-        logits = self.attention.logits(memory.keys, query)
+        keys = memory.keys
+        if memory.keys_rl is not None and use_expected is not None and self.cfg.attention == "hard" and mode == "sample":
+            scorer_query = h.detach() + self.query_word(emb.detach()) if self.cfg.word_query else h.detach()
+            query = torch.where(use_expected.unsqueeze(1), query, scorer_query)
+            keys = torch.where(use_expected.view(-1, *[1] * (keys.dim() - 1)), keys, memory.keys_rl)
+        logits = self.attention.logits(keys, query)
         beta = sentinel = None
         if self.cfg.sentinel:
             sentinel = self.sentinel_proj(torch.sigmoid(self.sentinel_gate(torch.cat([h, emb], 1))) * torch.tanh(c))
@@ -202,8 +233,7 @@ class Decoder(nn.Module):
 
     # --- teacher forcing -------------------------------------------------------------------------
     def forward(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
-                expected_prob: float = 0.5, image_index: torch.Tensor | None = None,
-                location_samples: int = 1, gate_from_expected: bool = False) -> TrainOut:
+                image_index: torch.Tensor | None = None, hard_training: HardTraining = HardTraining()) -> TrainOut:
         """Teacher-forced pass over captions sorted by length (longest first).
 
         ``captions`` is B x T with <start> ... <end> and padding; ``lengths`` counts tokens including
@@ -213,15 +243,18 @@ class Decoder(nn.Module):
         does not depend on the recurrence (embeddings, their gate share, the output layer) runs as
         one large matrix product over all steps instead of T small ones.
 
-        Hard attention with ``location_samples`` K > 1 (training) runs every caption that samples its
+        Hard attention (``hard_training``) with ``location_samples`` K > 1 runs every caption that samples its
         locations K times, each a separate location path; ``path_of`` maps the paths to their captions,
         so each path can be judged against the others (leave-one-out). Order (longest first) is kept.
         """
         B = captions.shape[0]
-        per_image = self.memory(feats)
+        hard = self.cfg.attention == "hard"
+        expected_prob, location_samples = hard_training.expected_prob, hard_training.location_samples
+        gate_from_expected = hard_training.gate_from_expected
+        per_image = self.memory(feats, scorer_only_keys=hard and self.training
+                                and hard_training.reinforce_scope == "attention")
         if image_index is None:
             image_index = torch.arange(B, device=feats.device)
-        hard = self.cfg.attention == "hard"
         use_expected = (torch.rand(B, device=feats.device) < expected_prob) if (hard and self.training) else None
         path_of = None
         if use_expected is not None and location_samples > 1:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from .config import ModelConfig
-from .decoder import Decoder
+from .decoder import Decoder, HardTraining
 from .decoding import CaptionResult, DecodeOptions, decode
 from .devices import resolve_device
 from .encoder import Encoder, build_preprocess
@@ -62,9 +62,8 @@ class CaptionModel(torch.nn.Module):
         self.decoder.load_state_dict(dec)
 
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
-                *, live: bool, expected_prob: float = 0.5, image_index: torch.Tensor | None = None,
-                samples: int = 0, max_len: int = 20, location_samples: int = 1,
-                gate_from_expected: bool = False):
+                *, live: bool, image_index: torch.Tensor | None = None, hard_training: HardTraining = HardTraining(),
+                samples: int = 0, max_len: int = 20, location_mode: str = "sample"):
         """A training pass; ``inputs`` are cached :meth:`Encoder.frozen_part` outputs, or pixels when ``live``.
 
         Teacher-forced over ``captions`` (cross-entropy), or, with ``samples`` > 0, that many sampled
@@ -75,11 +74,10 @@ class CaptionModel(torch.nn.Module):
         if samples:
             from .scst import sample_captions
 
-            return sample_captions(self.decoder, feats, self.vocab, samples, max_len)
+            return sample_captions(self.decoder, feats, self.vocab, samples, max_len, location_mode=location_mode)
         if captions is None or lengths is None:
             raise ValueError("a teacher-forced pass needs captions and lengths")
-        return self.decoder(feats, captions, lengths, expected_prob=expected_prob, image_index=image_index,
-                            location_samples=location_samples, gate_from_expected=gate_from_expected)
+        return self.decoder(feats, captions, lengths, image_index=image_index, hard_training=hard_training)
 
     def annotations(self, inputs: torch.Tensor, live: bool) -> torch.Tensor:
         """B x L x D annotations from pixels (``live``) or from cached :meth:`Encoder.frozen_part` outputs."""

@@ -13,10 +13,17 @@ import torch
 from .batches import Pairs, caption_tensors, image_tensors
 from .boxes import box_loss
 from .config import TrainConfig
+from .decoder import HardTraining
 from .features import FeatureStore
 from .loss import caption_loss
 from .model import CaptionModel
 from .scst import CaptionReward, scst_loss
+
+
+def hard_training(cfg: TrainConfig, reinforce: bool) -> HardTraining:
+    """The config's hard-attention training knobs; one location path when no REINFORCE term will judge them."""
+    return HardTraining(expected_prob=cfg.expected_prob, location_samples=cfg.location_samples if reinforce else 1,
+                        gate_from_expected=cfg.gate_from_expected, reinforce_scope=cfg.reinforce_scope)
 
 
 def xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tensor, store: FeatureStore,
@@ -25,8 +32,7 @@ def xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tenso
     """Cross-entropy (+ REINFORCE for hard attention, against ``baseline``) on the reference captions of a batch."""
     feats = image_tensors(pairs, images, store, device)
     tokens, lengths, image_index = caption_tensors(pairs, images, device)
-    out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index,
-              location_samples=cfg.location_samples if hard else 1, gate_from_expected=cfg.gate_from_expected)
+    out = net(feats, tokens, lengths, live=store.live, image_index=image_index, hard_training=hard_training(cfg, hard))
     terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=baseline,
                          reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight,
                          label_smoothing=cfg.label_smoothing, ds_target=cfg.ds_target, estimator=cfg.hard_estimator,
@@ -50,19 +56,26 @@ def scst_terms(net: torch.nn.Module, model: CaptionModel, reward: CaptionReward,
     """Self-critical loss: sample captions of each image, reward them against its references.
 
     With ``cfg.scst_xe_weight`` the cross-entropy on the batch's reference captions is added, which
-    anchors the model to human phrasing while it chases the reward.
+    anchors the model to human phrasing while it chases the reward. Hard attention with
+    ``cfg.scst_locations`` ``argmax`` samples the captions on the cells decoding would pick, and its
+    locations learn from the anchor instead: REINFORCE with ``cfg.hard_estimator`` over
+    ``cfg.location_samples`` leave-one-out paths, as in cross-entropy training.
     """
     feats = image_tensors(pairs, images, store, device)
-    samples = net(feats, live=store.live, samples=cfg.scst_samples, max_len=cfg.max_len)
+    samples = net(feats, live=store.live, samples=cfg.scst_samples, max_len=cfg.max_len,
+                  location_mode=cfg.scst_locations)
+    hard_anchor = model.decoder.cfg.attention == "hard" and cfg.scst_locations == "argmax"
     terms = scst_loss(samples, reward(images.tolist(), samples, model.vocab), alpha_c=cfg.alpha_c,
                       ds_target=cfg.ds_target)
     logs = {"reward": terms.reward, "policy": terms.policy, "ds": terms.doubly_stochastic, "ce": terms.nll}
     total = terms.total
     if cfg.scst_xe_weight > 0:
         tokens, lengths, image_index = caption_tensors(pairs, images, device)
-        out = net(feats, tokens, lengths, live=store.live, expected_prob=cfg.expected_prob, image_index=image_index)
-        xe = caption_loss(out, alpha_c=cfg.alpha_c, hard=False, baseline=None, label_smoothing=cfg.label_smoothing,
-                          ds_target=cfg.ds_target)
+        out = net(feats, tokens, lengths, live=store.live, image_index=image_index,
+                  hard_training=hard_training(cfg, hard_anchor))
+        xe = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard_anchor, baseline=None, label_smoothing=cfg.label_smoothing,
+                          ds_target=cfg.ds_target, estimator=cfg.hard_estimator, reinforce_weight=cfg.reinforce_weight,
+                          entropy_weight=cfg.entropy_weight)
         total = total + cfg.scst_xe_weight * xe.total
         logs["reference_ce"] = xe.ce
     return total, logs, len(samples.lengths)

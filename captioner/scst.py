@@ -41,13 +41,16 @@ class Samples:
 
 
 def sample_captions(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, per_image: int, max_len: int,
-                    generator: torch.Generator | None = None, replay: torch.Tensor | None = None) -> Samples:
+                    generator: torch.Generator | None = None, replay: torch.Tensor | None = None,
+                    location_mode: str = "sample") -> Samples:
     """Sample ``per_image`` captions for each of the B images of ``feats`` (B x L x D), keeping gradients.
 
     The sampling distribution is the one decoding searches: <pad>, <start> and <unk> are never emitted,
     <end> never first, and <end> is forced (log-probability 0) after ``max_len`` words. Rows that have
     ended leave the batch, so the cost follows the captions' real lengths. ``replay`` (the ``tokens`` of
     earlier samples) takes those words instead of drawing new ones: their log-probabilities now.
+    Hard attention samples its locations too (``location_mode`` ``sample``: part of the sampled choice,
+    so in ``log_prob``), or takes the most likely cell (``argmax``: the cells decoding picks, no choice).
     """
     B, device = feats.shape[0], feats.device
     N = B * per_image
@@ -62,7 +65,7 @@ def sample_captions(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, per_ima
     tokens = torch.full((N, max_len + 1), vocab.pad_id, dtype=torch.long, device=device)
     lengths = torch.zeros(N, dtype=torch.long, device=device)
     for t in range(max_len + 1):
-        logits, out = decoder.next_logits(prev, h, c, memory, mode="sample", generator=generator)
+        logits, out = decoder.next_logits(prev, h, c, memory, mode=location_mode, generator=generator)
         alpha_sum = alpha_sum.index_add(0, rows, out.alpha.float())
         if t == max_len:  # the length limit: <end> is forced, so it carries no choice and no gradient
             word = torch.full_like(prev, vocab.end_id)
@@ -76,7 +79,7 @@ def sample_captions(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, per_ima
             else:
                 word = replay[rows, t]
             step_lp = logp.gather(1, word.unsqueeze(1)).squeeze(1)
-            if hard and out.log_location is not None:
+            if hard and location_mode == "sample" and out.log_location is not None:
                 step_lp = step_lp + out.log_location.float()
             log_prob = log_prob.index_add(0, rows, step_lp)
         tokens[rows, t] = word

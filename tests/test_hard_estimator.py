@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from captioner.config import ModelConfig
-from captioner.decoder import Decoder
+from captioner.decoder import Decoder, HardTraining
 from captioner.loss import caption_loss, update_baseline, update_word_baseline
 
 
-def _learn_to_look(estimator: str, seed: int, steps: int = 300, location_samples: int = 1) -> float:
+def _learn_to_look(estimator: str, seed: int, steps: int = 300, location_samples: int = 1,
+                   reinforce_scope: str = "all") -> float:
     """Words {4, 5} are written only in cell 0 of a 2x2 grid (the other cells are noise) and the LSTM starts
     knowing nothing of the image, so only choosing cell 0 predicts the word. Returns p(cell 0) after training."""
     torch.manual_seed(seed)
@@ -26,7 +27,8 @@ def _learn_to_look(estimator: str, seed: int, steps: int = 300, location_samples
         feats[:, 0] = 0
         feats[torch.arange(32), 0, word] = 3.0
         caps = torch.stack([torch.full((32,), 1), word + 4, torch.full((32,), 2)], 1)
-        out = dec(feats, caps, torch.full((32,), 3), expected_prob=0.0, location_samples=location_samples)
+        out = dec(feats, caps, torch.full((32,), 3), hard_training=HardTraining(
+            expected_prob=0.0, location_samples=location_samples, reinforce_scope=reinforce_scope))
         terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=baseline, entropy_weight=0.0,
                              estimator=estimator, word_baseline=word_baseline)
         opt.zero_grad()
@@ -49,6 +51,38 @@ def test_four_location_paths_with_leave_one_out_baselines_learn_to_look_where_th
     # with one path, seed 0 leaves the paper's and the reward-to-go estimator at ~0.63 (one word of the two
     # learnt) even after 1000 steps; four paths judged against each other learn both words
     assert _learn_to_look(estimator, 0, location_samples=4) > 0.9
+
+
+def test_reinforce_confined_to_the_scorer_still_learns_to_look_where_the_word_is():
+    assert _learn_to_look("token", 0, location_samples=2, reinforce_scope="attention") > 0.9
+
+
+@pytest.mark.parametrize("scope, reaches_lstm", [("all", True), ("attention", False)])
+def test_reinforce_scope_attention_keeps_the_location_gradient_inside_the_scorer(scope, reaches_lstm):
+    """Sampled rows only (expected_prob 0), the REINFORCE term alone: with scope attention neither the LSTM,
+    the embeddings nor the annotation projection get any of it; the scorer does either way."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(features="head", grid=2, vocab_size=8, feature_dim=8, embed_dim=8, hidden_dim=16, attention_dim=8,
+                      proj_dim=8, attention="hard", dropout=0.0)
+    dec = Decoder(cfg).train()
+    caps = torch.tensor([[1, 4, 5, 6, 2]] * 6)
+    out = dec(torch.randn(6, 4, 8), caps, torch.full((6,), 5), hard_training=HardTraining(expected_prob=0.0, reinforce_scope=scope))
+    (-(torch.randn(out.log_location.shape) * out.log_location).sum()).backward()
+    assert dec.attention.score.v.weight.grad.abs().sum() > 0 and dec.attention.score.w_a.weight.grad.abs().sum() > 0
+    assert dec.query_word.weight.grad.abs().sum() > 0  # the word-aware query is the scorer's
+    for p in (dec.lstm.weight_hh, dec.embed.weight, dec.project.weight, dec.init_h.weight):
+        assert (p.grad is not None and p.grad.abs().sum() > 0) == reaches_lstm
+
+
+def test_reinforce_scope_attention_leaves_expected_rows_backpropagating_everywhere():
+    torch.manual_seed(0)
+    cfg = ModelConfig(features="head", grid=2, vocab_size=8, feature_dim=8, embed_dim=8, hidden_dim=16, attention_dim=8,
+                      proj_dim=8, attention="hard", dropout=0.0)
+    dec = Decoder(cfg).train()
+    caps = torch.tensor([[1, 4, 5, 6, 2]] * 6)
+    out = dec(torch.randn(6, 4, 8), caps, torch.full((6,), 5), hard_training=HardTraining(expected_prob=1.0, reinforce_scope="attention"))
+    out.logits.logsumexp(1).sum().backward()  # words only, all on the expected context
+    assert dec.lstm.weight_hh.grad.abs().sum() > 0 and dec.attention.score.v.weight.grad.abs().sum() > 0
 
 
 def test_the_papers_estimator_learns_it_too_but_more_slowly():
@@ -152,7 +186,7 @@ def test_context_gate_learns_only_from_expected_context_when_asked(expected_prob
     dec = Decoder(cfg).train()
     feats = torch.randn(6, 4, 8)
     caps = torch.tensor([[1, 4, 5, 2]] * 6)
-    out = dec(feats, caps, torch.full((6,), 4), expected_prob=expected_prob, gate_from_expected=gate_from_expected)
+    out = dec(feats, caps, torch.full((6,), 4), hard_training=HardTraining(expected_prob=expected_prob, gate_from_expected=gate_from_expected))
     caption_loss(out, alpha_c=0.0, hard=True, baseline=None, estimator="token").total.backward()
     gate_grad = dec.f_beta.weight.grad
     assert (gate_grad is not None and gate_grad.abs().sum() > 0) == learns

@@ -7,7 +7,7 @@ import torch
 
 from captioner.attention import Attention
 from captioner.config import ATTENTION_TYPES, SCORE_FUNCTIONS, ModelConfig
-from captioner.decoder import Decoder
+from captioner.decoder import Decoder, HardTraining
 from captioner.loss import caption_loss, update_baseline
 
 V, D, G = 30, 40, 3
@@ -108,7 +108,7 @@ def _attention_grad(expected_prob: float, reinforce_weight: float = 1.0) -> floa
     torch.manual_seed(1)
     dec = Decoder(cfg("hard")).train()
     feats, caps, lengths = batch(B=8)
-    out = dec(feats, caps, lengths, expected_prob=expected_prob)
+    out = dec(feats, caps, lengths, hard_training=HardTraining(expected_prob=expected_prob))
     terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=-5.0, reinforce_weight=reinforce_weight,
                          entropy_weight=0.0)
     terms.total.backward()
@@ -125,7 +125,7 @@ def test_reinforce_moves_attention_and_vanishes_where_it_should():
     torch.manual_seed(1)
     dec = Decoder(cfg("hard")).train()
     feats, caps, lengths = batch(B=8)
-    out = dec(feats, caps, lengths, expected_prob=1.0)
+    out = dec(feats, caps, lengths, hard_training=HardTraining(expected_prob=1.0))
     terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=-5.0, reinforce_weight=1.0, entropy_weight=0.0)
     assert terms.reinforce == 0.0
 
@@ -136,7 +136,7 @@ def test_reinforce_raises_probability_of_rewarded_locations():
     dec = Decoder(cfg("hard")).train()
     feats, caps, lengths = batch(B=1)
     state = torch.get_rng_state()
-    out = dec(feats, caps, lengths, expected_prob=0.0)
+    out = dec(feats, caps, lengths, hard_training=HardTraining(expected_prob=0.0))
     before = float(out.log_alpha_chosen.detach())
     # a baseline far below the reward: the advantage is positive
     terms = caption_loss(out, alpha_c=0.0, hard=True, baseline=-1e3, reinforce_weight=1.0, entropy_weight=0.0)
@@ -145,7 +145,7 @@ def test_reinforce_raises_probability_of_rewarded_locations():
     terms.total.backward()
     opt.step()
     torch.set_rng_state(state)
-    after = float(dec(feats, caps, lengths, expected_prob=0.0).log_alpha_chosen.detach())
+    after = float(dec(feats, caps, lengths, hard_training=HardTraining(expected_prob=0.0)).log_alpha_chosen.detach())
     assert after > before
 
 
@@ -174,7 +174,7 @@ def test_tiny_model_overfits_a_small_batch(attention):
     opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
     baseline = None
     for _ in range(300):
-        out = dec(feats, caps, lengths, expected_prob=0.5)
+        out = dec(feats, caps, lengths, hard_training=HardTraining(expected_prob=0.5))
         terms = caption_loss(out, alpha_c=0.0, hard=attention == "hard", baseline=baseline, entropy_weight=0.0)
         baseline = update_baseline(baseline, terms.reward, 0.9)
         opt.zero_grad()

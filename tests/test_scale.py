@@ -177,7 +177,7 @@ def _padded_pass(attention: str, rows: int, monkeypatch, train: bool) -> tuple[t
     for i, n in enumerate(lengths.tolist()):
         caps[i, n - 1], caps[i, n:] = 2, 0
     feats = torch.randn(7, 9, 40, generator=g)
-    out = dec(feats, caps, lengths, expected_prob=1.0, image_index=torch.arange(B) % 7)
+    out = dec(feats, caps, lengths, image_index=torch.arange(B) % 7, hard_training=decoder_module.HardTraining(expected_prob=1.0))
     (out.logits.square().mean() + out.alpha_sum.square().mean()).backward()
     grads = [p.grad.clone() for p in dec.parameters() if p.grad is not None]
     return (out.logits.detach(), out.targets, out.caption_index, out.alpha_sum.detach(), *grads)

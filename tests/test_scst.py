@@ -155,6 +155,28 @@ def test_hard_attention_locations_get_the_advantage_too():
     assert dec.attention.score.v.weight.grad.abs().sum() > 0
 
 
+def test_argmax_locations_are_no_sampled_choice():
+    """--scst-locations argmax: captions are sampled on the most likely cells, which carry no log-probability,
+    so the reward reaches the words (and the cells' contents) but not the scorer."""
+    dec, vocab, feats = _model("hard")
+    s = sample_captions(dec, feats, vocab, per_image=3, max_len=6, generator=torch.Generator().manual_seed(0),
+                        location_mode="argmax")
+    scst_loss(s, torch.arange(9, dtype=torch.float32)).total.backward()
+    assert dec.attention.score.v.weight.grad is None or dec.attention.score.v.weight.grad.abs().sum() == 0
+    assert dec.l_o.weight.grad.abs().sum() > 0 and dec.project.weight.grad.abs().sum() > 0
+    again = sample_captions(dec, feats, vocab, per_image=3, max_len=6, location_mode="argmax", replay=s.tokens)
+    torch.testing.assert_close(again.log_prob, s.log_prob)  # deterministic cells: replay gives the same log p
+
+
+def test_argmax_scst_locations_need_the_anchor_with_location_paths(shapes, tmp_path):
+    hard = tiny_config("hard", grid=2, features="head")
+    with pytest.raises(ConfigError, match="scst-xe-weight"):
+        train_config(shapes, tmp_path / "r", model=hard, objective="scst", scst_locations="argmax",
+                     scst_xe_weight=0.1, location_samples=1).validate()
+    train_config(shapes, tmp_path / "r", model=hard, objective="scst", scst_locations="argmax", scst_xe_weight=0.1,
+                 location_samples=2).validate()
+
+
 def test_scst_loss_needs_two_samples_per_image():
     dec, vocab, feats = _model()
     with pytest.raises(ValueError, match="2 samples"):
@@ -187,6 +209,17 @@ def test_scst_with_a_bleu_reward_and_cross_entropy_anchor(shapes, tmp_path):
     assert row["loss"] != pytest.approx(row["policy"])  # the cross-entropy is part of the loss
     with pytest.raises(ConfigError, match=">= 0"):
         train_main(_cfg(shapes, tmp_path / "neg", objective="scst", scst_xe_weight=-1.0))
+
+
+def test_hard_scst_on_argmax_locations_trains_the_locations_through_the_anchor(shapes, tmp_path):
+    """A whole run: captions sampled on argmax cells, the anchor's 2 location paths training the scorer."""
+    hard = tiny_config("hard", grid=2, features="head")
+    with pytest.warns(UserWarning, match="random weights"):
+        result = train_main(_cfg(shapes, tmp_path / "am", model=hard, objective="scst", scst_samples=3, epochs=1,
+                                 scst_xe_weight=0.5, scst_locations="argmax", location_samples=2,
+                                 hard_estimator="token", reinforce_scope="attention"))
+    row = result["history"][-1]
+    assert row["reference_ce"] > 0 and row["reward"] >= 0 and math.isfinite(row["loss"])
 
 
 def test_scst_resumes_to_identical_weights(shapes, tmp_path):
