@@ -367,6 +367,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
     if reward is not None and not (cfg.init_from or resume) and rank == 0:
         warnings.warn("self-critical training from random weights rarely learns; start from a cross-entropy "
                       "model with --init-from", stacklevel=2)
+    if (reward is not None and model_cfg.attention == "hard" and cfg.scst_locations == "sample" and rank == 0
+            and (cfg.location_samples > 1 or cfg.hard_estimator != "paper")):
+        warnings.warn("--hard-estimator and --location-samples are not used by self-critical training with "
+                      "--scst-locations sample (the sampled locations share each caption's advantage); "
+                      "--scst-locations argmax trains the locations with them", stacklevel=2)
     if pairs.n_images < cfg.batch_size * world:
         raise DataError(f"dataset too small: {pairs.n_images} training images for a batch of {cfg.batch_size}"
                         f" x {world} process(es); lower --batch-size")

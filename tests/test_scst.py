@@ -222,6 +222,13 @@ def test_hard_scst_on_argmax_locations_trains_the_locations_through_the_anchor(s
     assert row["reference_ce"] > 0 and row["reward"] >= 0 and math.isfinite(row["loss"])
 
 
+def test_location_options_self_critical_sampling_ignores_are_warned_about(shapes, tmp_path):
+    hard = tiny_config("hard", grid=2, features="head")
+    with pytest.warns(UserWarning, match="not used by self-critical training"):
+        train_main(_cfg(shapes, tmp_path / "s", model=hard, objective="scst", scst_samples=2, epochs=1,
+                        limit_batches=1, location_samples=2, init_from=None))
+
+
 def test_scst_resumes_to_identical_weights(shapes, tmp_path):
     from safetensors.torch import load_file
 
