@@ -182,7 +182,7 @@ class Decoder(nn.Module):
         """
         query = h + self.query_word(emb) if self.cfg.word_query else h
         keys = memory.keys
-        if memory.keys_rl is not None and use_expected is not None and self.cfg.attention == "hard" and mode == "sample":
+        if memory.keys_rl is not None and use_expected is not None:  # only teacher-forced hard training makes keys_rl
             scorer_query = h.detach() + self.query_word(emb.detach()) if self.cfg.word_query else h.detach()
             query = torch.where(use_expected.unsqueeze(1), query, scorer_query)
             keys = torch.where(use_expected.view(-1, *[1] * (keys.dim() - 1)), keys, memory.keys_rl)
@@ -250,7 +250,6 @@ class Decoder(nn.Module):
         B = captions.shape[0]
         hard = self.cfg.attention == "hard"
         expected_prob, location_samples = hard_training.expected_prob, hard_training.location_samples
-        gate_from_expected = hard_training.gate_from_expected
         per_image = self.memory(feats, scorer_only_keys=hard and self.training
                                 and hard_training.reinforce_scope == "attention")
         if image_index is None:
@@ -285,7 +284,7 @@ class Decoder(nn.Module):
             memory = per_image.select(image_index[:run])
             out = self.step(h[:run], c[:run], memory, emb[:run, t], pre[:run, t], mode=mode,
                             use_expected=None if use_expected is None else use_expected[:run],
-                            gate_from_expected=gate_from_expected)
+                            gate_from_expected=hard_training.gate_from_expected)
             h, c = out.h, out.c
             hs.append(out.h[:b])
             zs.append(out.z[:b])

@@ -21,8 +21,11 @@ from .scst import CaptionReward, scst_loss
 
 
 def hard_training(cfg: TrainConfig, reinforce: bool) -> HardTraining:
-    """The config's hard-attention training knobs; one location path when no REINFORCE term will judge them."""
-    return HardTraining(expected_prob=cfg.expected_prob, location_samples=cfg.location_samples if reinforce else 1,
+    """The config's hard-attention training knobs. Without a REINFORCE term (the self-critical anchor on sampled
+    locations) there is nothing for extra location paths to judge, or for ``reinforce_scope`` to confine."""
+    if not reinforce:
+        return HardTraining(expected_prob=cfg.expected_prob, gate_from_expected=cfg.gate_from_expected)
+    return HardTraining(expected_prob=cfg.expected_prob, location_samples=cfg.location_samples,
                         gate_from_expected=cfg.gate_from_expected, reinforce_scope=cfg.reinforce_scope)
 
 
