@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--captions-per-image", type=int, default=5, help="captions per image (default 5)")
     parser.add_argument("--vocab-size", type=int, default=2540, help="vocabulary size (default 2540, Flickr8k)")
     parser.add_argument("--attention", default="soft", choices=["soft", "hard", "local"], help="(default soft)")
+    parser.add_argument("--hard-estimator", default=TrainConfig.hard_estimator, help="hard attention's REINFORCE estimator "
+                        f"(default {TrainConfig.hard_estimator}; the shipped flickr8k-hard: token)")
+    parser.add_argument("--location-samples", type=int, default=TrainConfig.location_samples,
+                        help=f"hard attention's location paths per caption (default {TrainConfig.location_samples}; flickr8k-hard: 2)")
     parser.add_argument("--modes", default="cached,live", help="which to time (default cached,live)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="(default fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -119,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                        position=args.features != "head", word_query=args.features != "head",
                        **feature_dims(ModelConfig.encoder, args.features))
     model = CaptionModel(mcfg, vocab, name="bench")
-    cfg = TrainConfig(batch_size=args.batch_size, progress=False, precision=args.precision, model=mcfg)
+    cfg = TrainConfig(batch_size=args.batch_size, progress=False, precision=args.precision, model=mcfg,
+                      hard_estimator=args.hard_estimator, location_samples=args.location_samples)
     print(f"# default-size {args.attention} model: {mcfg.features} grid {mcfg.grid}, hidden {mcfg.hidden_dim}, vocab {len(vocab)}, "
           f"batch {args.batch_size} images x {args.captions_per_image} captions, {args.precision}, "
+          + (f"estimator {cfg.hard_estimator}, {cfg.location_samples} location paths, " if args.attention == "hard" else "") +
           f"{torch.get_num_threads()} threads")
     for mode in modes:
         make_store = {"cached": cached_store, "live": live_store}[mode]

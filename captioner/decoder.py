@@ -23,16 +23,16 @@ class Memory:
 
     ann: torch.Tensor  # B x L x P projected annotations
     keys: torch.Tensor  # B x L x * attention keys (score-specific precomputation)
-    keys_rl: torch.Tensor | None = None  # keys of the detached annotations: REINFORCE stops at the scorer (training)
+    scorer_only: bool = False  # the sampling rows' keys are of detached annotations: REINFORCE stops at the scorer
 
-    def select(self, index: torch.Tensor) -> "Memory":
-        """Rows ``index`` (beam search expands and reorders images)."""
-        rl = None if self.keys_rl is None else self.keys_rl.index_select(0, index)
-        return Memory(self.ann.index_select(0, index), self.keys.index_select(0, index), rl)
+    def select(self, index: torch.Tensor, key_index: torch.Tensor | None = None) -> "Memory":
+        """Rows ``index`` (beam search expands and reorders images); keys from ``key_index`` when given."""
+        keys = self.keys.index_select(0, index if key_index is None else key_index)
+        return Memory(self.ann.index_select(0, index), keys, self.scorer_only)
 
     def head(self, b: int) -> "Memory":
         """The first ``b`` rows, a view: captions sorted by length shrink the batch as they end."""
-        return Memory(self.ann[:b], self.keys[:b], None if self.keys_rl is None else self.keys_rl[:b])
+        return Memory(self.ann[:b], self.keys[:b], self.scorer_only)
 
 
 @dataclass
@@ -137,18 +137,14 @@ class Decoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     # --- per-image setup -------------------------------------------------------------------------
-    def memory(self, feats: torch.Tensor, scorer_only_keys: bool = False) -> Memory:
-        """B x L x D encoder features -> projected annotations and attention keys.
-
-        ``scorer_only_keys`` adds keys computed from detached annotations, for hard attention trained
-        with ``reinforce_scope="attention"`` (see :meth:`step`).
-        """
+    def memory(self, feats: torch.Tensor) -> Memory:
+        """B x L x D encoder features -> projected annotations and attention keys."""
         ann = self.project(feats)
         if self.cfg.position:
             g = self.cfg.grid
             pos = (self.position_rows.unsqueeze(1) + self.position_cols.unsqueeze(0)).reshape(g * g, -1)
             ann = ann + pos.to(ann.dtype)  # stays bf16 under autocast: no per-step casts of the whole grid
-        return Memory(ann, self.attention.keys(ann), self.attention.keys(ann.detach()) if scorer_only_keys else None)
+        return Memory(ann, self.attention.keys(ann))
 
     def init_state(self, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """h_0, c_0 from the mean annotation, as in the paper."""
@@ -175,18 +171,17 @@ class Decoder(nn.Module):
         whatever the mode (the paper's variance reduction during training); with ``gate_from_expected``
         only they train the context gate beta_t (the others see it, detached). With a sentinel, the
         softmax runs over the L cells and one non-visual slot, and alpha keeps the cells' part.
-        When ``memory`` carries ``keys_rl`` (training with ``reinforce_scope="attention"``), the rows that
-        sample a location score it from a detached state and detached annotations: REINFORCE's gradient
+        When ``memory`` is ``scorer_only`` (training with ``reinforce_scope="attention"``), the rows that
+        sample a location score it from a detached state and detached annotations (their keys, chosen
+        once per caption by :meth:`forward`, are of the detached annotations): REINFORCE's gradient
         then trains the scorer's own weights only, and the LSTM, embeddings and projection learn from
         the words alone (the expected rows still backpropagate into them, as soft attention does).
         """
         query = h + self.query_word(emb) if self.cfg.word_query else h
-        keys = memory.keys
-        if memory.keys_rl is not None and use_expected is not None:  # only teacher-forced hard training makes keys_rl
+        if memory.scorer_only and use_expected is not None:  # only teacher-forced hard training is scorer_only
             scorer_query = h.detach() + self.query_word(emb.detach()) if self.cfg.word_query else h.detach()
             query = torch.where(use_expected.unsqueeze(1), query, scorer_query)
-            keys = torch.where(use_expected.view(-1, *[1] * (keys.dim() - 1)), keys, memory.keys_rl)
-        logits = self.attention.logits(keys, query)
+        logits = self.attention.logits(memory.keys, query)
         beta = sentinel = None
         if self.cfg.sentinel:
             sentinel = self.sentinel_proj(torch.sigmoid(self.sentinel_gate(torch.cat([h, emb], 1))) * torch.tanh(c))
@@ -250,10 +245,10 @@ class Decoder(nn.Module):
         B = captions.shape[0]
         hard = self.cfg.attention == "hard"
         expected_prob, location_samples = hard_training.expected_prob, hard_training.location_samples
-        per_image = self.memory(feats, scorer_only_keys=hard and self.training
-                                and hard_training.reinforce_scope == "attention")
+        per_image = self.memory(feats)
         if image_index is None:
             image_index = torch.arange(B, device=feats.device)
+        n_images = per_image.ann.shape[0]
         use_expected = (torch.rand(B, device=feats.device) < expected_prob) if (hard and self.training) else None
         path_of = None
         if use_expected is not None and location_samples > 1:
@@ -262,6 +257,13 @@ class Decoder(nn.Module):
             captions, lengths = captions.index_select(0, path_of), lengths.index_select(0, path_of)
             image_index, use_expected = image_index.index_select(0, path_of), use_expected.index_select(0, path_of)
             B = captions.shape[0]
+        key_index = None
+        if hard and self.training and hard_training.reinforce_scope == "attention":
+            # the keys of the detached annotations sit after the images' own; each sampling caption reads
+            # those (picked once here, not mixed at every step)
+            keys_rl = self.attention.keys(per_image.ann.detach())
+            per_image = Memory(per_image.ann, torch.cat([per_image.keys, keys_rl]), scorer_only=True)
+            key_index = torch.where(use_expected, image_index, image_index + n_images)
         h, c = self.init_state(per_image)
         h, c = h.index_select(0, image_index), c.index_select(0, image_index)
         steps = lengths - 1  # predictions per caption
@@ -281,7 +283,7 @@ class Decoder(nn.Module):
             # then come in a few sizes that repeat from batch to batch, which the C heap can reuse instead
             # of fragmenting (RssAnon grew past 4 GB over a COCO-sized epoch with one size per b).
             run = min(B, -(-b // STEP_ROWS) * STEP_ROWS)
-            memory = per_image.select(image_index[:run])
+            memory = per_image.select(image_index[:run], None if key_index is None else key_index[:run])
             out = self.step(h[:run], c[:run], memory, emb[:run, t], pre[:run, t], mode=mode,
                             use_expected=None if use_expected is None else use_expected[:run],
                             gate_from_expected=hard_training.gate_from_expected)
