@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import captioner.decoder as decoder_module  # noqa: E402
-from captioner.config import ModelConfig, TrainConfig  # noqa: E402
+from captioner.config import HARD_ESTIMATORS, ModelConfig, TrainConfig  # noqa: E402
 from captioner.encoder import FEATURES, feature_dims  # noqa: E402
 from captioner.features import FeatureStore, LiveImages  # noqa: E402
 from captioner.model import CaptionModel  # noqa: E402
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--captions-per-image", type=int, default=5, help="captions per image (default 5)")
     parser.add_argument("--vocab-size", type=int, default=2540, help="vocabulary size (default 2540, Flickr8k)")
     parser.add_argument("--attention", default="soft", choices=["soft", "hard", "local"], help="(default soft)")
-    parser.add_argument("--hard-estimator", default=TrainConfig.hard_estimator, help="hard attention's REINFORCE estimator "
+    parser.add_argument("--hard-estimator", default=TrainConfig.hard_estimator, choices=HARD_ESTIMATORS, help="hard attention's REINFORCE estimator "
                         f"(default {TrainConfig.hard_estimator}; the shipped flickr8k-hard: token)")
     parser.add_argument("--location-samples", type=int, default=TrainConfig.location_samples,
                         help=f"hard attention's location paths per caption (default {TrainConfig.location_samples}; flickr8k-hard: 2)")

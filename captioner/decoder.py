@@ -248,7 +248,6 @@ class Decoder(nn.Module):
         per_image = self.memory(feats)
         if image_index is None:
             image_index = torch.arange(B, device=feats.device)
-        n_images = per_image.ann.shape[0]
         use_expected = (torch.rand(B, device=feats.device) < expected_prob) if (hard and self.training) else None
         path_of = None
         if use_expected is not None and location_samples > 1:
@@ -263,7 +262,7 @@ class Decoder(nn.Module):
             # those (picked once here, not mixed at every step)
             keys_rl = self.attention.keys(per_image.ann.detach())
             per_image = Memory(per_image.ann, torch.cat([per_image.keys, keys_rl]), scorer_only=True)
-            key_index = torch.where(use_expected, image_index, image_index + n_images)
+            key_index = torch.where(use_expected, image_index, image_index + keys_rl.shape[0])
         h, c = self.init_state(per_image)
         h, c = h.index_select(0, image_index), c.index_select(0, image_index)
         steps = lengths - 1  # predictions per caption
