@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     model = CaptionModel(mcfg, vocab, name="bench")
     cfg = TrainConfig(batch_size=args.batch_size, progress=False, precision=args.precision, model=mcfg,
                       hard_estimator=args.hard_estimator, location_samples=args.location_samples)
+    hard = f"estimator {cfg.hard_estimator}, {cfg.location_samples} location paths, " if args.attention == "hard" else ""
     print(f"# default-size {args.attention} model: {mcfg.features} grid {mcfg.grid}, hidden {mcfg.hidden_dim}, vocab {len(vocab)}, "
-          f"batch {args.batch_size} images x {args.captions_per_image} captions, {args.precision}, "
-          + (f"estimator {cfg.hard_estimator}, {cfg.location_samples} location paths, " if args.attention == "hard" else "") +
+          f"batch {args.batch_size} images x {args.captions_per_image} captions, {args.precision}, {hard}"
           f"{torch.get_num_threads()} threads")
     for mode in modes:
         make_store = {"cached": cached_store, "live": live_store}[mode]

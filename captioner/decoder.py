@@ -23,16 +23,13 @@ class Memory:
 
     ann: torch.Tensor  # B x L x P projected annotations
     keys: torch.Tensor  # B x L x * attention keys (score-specific precomputation)
-    scorer_only: bool = False  # the sampling rows' keys are of detached annotations: REINFORCE stops at the scorer
+    scorer_only: bool = False  # keys holds 2B rows, then of the detached annotations too (select's key_index picks):
+    #                            the sampling rows read those, so REINFORCE stops at the scorer
 
     def select(self, index: torch.Tensor, key_index: torch.Tensor | None = None) -> "Memory":
         """Rows ``index`` (beam search expands and reorders images); keys from ``key_index`` when given."""
         keys = self.keys.index_select(0, index if key_index is None else key_index)
         return Memory(self.ann.index_select(0, index), keys, self.scorer_only)
-
-    def head(self, b: int) -> "Memory":
-        """The first ``b`` rows, a view: captions sorted by length shrink the batch as they end."""
-        return Memory(self.ann[:b], self.keys[:b], self.scorer_only)
 
 
 @dataclass
