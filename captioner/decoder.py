@@ -23,8 +23,9 @@ class Memory:
 
     ann: torch.Tensor  # B x L x P projected annotations
     keys: torch.Tensor  # B x L x * attention keys (score-specific precomputation)
-    scorer_only: bool = False  # keys holds 2B rows, then of the detached annotations too (select's key_index picks):
-    #                            the sampling rows read those, so REINFORCE stops at the scorer
+    # scorer_only: keys has 2B rows, the images' own, then those of their detached annotations (select's
+    # key_index picks); the sampling rows read the latter, so REINFORCE stops at the scorer
+    scorer_only: bool = False
 
     def select(self, index: torch.Tensor, key_index: torch.Tensor | None = None) -> "Memory":
         """Rows ``index`` (beam search expands and reorders images); keys from ``key_index`` when given."""
