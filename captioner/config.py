@@ -233,6 +233,8 @@ class TrainConfig:
     scst_samples: int = option(5, "scst: captions sampled per image; each is judged against the mean reward of the "
                                "others", SCST)
     scst_bleu_weight: float = option(0.0, "scst: reward = CIDEr-D + this x sentence BLEU-4", SCST)
+    scst_meteor_weight: float = option(0.0, "scst: add this x sentence METEOR (0..1, from the Java METEOR 1.5 that "
+                                       "evaluation uses) to the reward; needs Java", SCST)
     scst_xe_weight: float = option(0.0, "scst: add this x the cross-entropy on the reference captions to the loss, "
                                    "to keep human phrasing", SCST)
     scst_locations: str = option("sample", "scst, hard attention: sample (each sampled caption samples its locations "
@@ -256,8 +258,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns the average off")
-        if self.scst_bleu_weight < 0 or self.scst_xe_weight < 0:
-            raise ConfigError("scst_bleu_weight and scst_xe_weight must be >= 0")
+        if min(self.scst_bleu_weight, self.scst_meteor_weight, self.scst_xe_weight) < 0:
+            raise ConfigError("scst_bleu_weight, scst_meteor_weight and scst_xe_weight must be >= 0")
         if self.hard_estimator not in HARD_ESTIMATORS:
             raise ConfigError(f"unknown hard_estimator {self.hard_estimator!r}; choose one of {', '.join(HARD_ESTIMATORS)}")
         if self.location_samples < 1:

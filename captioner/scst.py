@@ -23,6 +23,7 @@ from .bleu import SentenceBleu
 from .cider import CiderD
 from .decoder import Decoder
 from .loss import doubly_stochastic
+from .meteor import SentenceMeteor
 from .vocab import END, Vocab, tokenize
 
 
@@ -123,19 +124,23 @@ def scst_loss(samples: Samples, rewards: torch.Tensor, *, alpha_c: float = 0.0, 
 
 
 class CaptionReward:
-    """The reward of a sampled caption: CIDEr-D, plus ``bleu_weight`` x sentence BLEU-4 when asked for.
+    """The reward of a sampled caption: CIDEr-D, plus ``bleu_weight`` x sentence BLEU-4 and
+    ``meteor_weight`` x sentence METEOR when asked for.
 
     ``references`` holds the raw captions of each training image. Every caption, reference or sample,
     ends with the word ``<end>`` for CIDEr-D: then how a caption ends counts, and a sample that stops
     mid-phrase ("a dog runs with a") loses the n-grams a complete one would earn. BLEU-4's brevity
-    penalty holds captions near the references' length, which CIDEr-D alone lets shrink.
+    penalty holds captions near the references' length, which CIDEr-D alone lets shrink; METEOR pays
+    for recall and for words that match a reference's only through a stem or a synonym.
     """
 
-    def __init__(self, references: Sequence[Sequence[str]], bleu_weight: float = 0.0) -> None:
+    def __init__(self, references: Sequence[Sequence[str]], bleu_weight: float = 0.0,
+                 meteor_weight: float = 0.0) -> None:
         tokens = [[tokenize(c) for c in refs] for refs in references]
         self.cider = CiderD([[t + [END] for t in refs] for refs in tokens])
         self.bleu = SentenceBleu(tokens) if bleu_weight else None
-        self.bleu_weight = bleu_weight
+        self.meteor = SentenceMeteor(tokens) if meteor_weight else None
+        self.bleu_weight, self.meteor_weight = bleu_weight, meteor_weight
 
     def __call__(self, images: Sequence[int], samples: Samples, vocab: Vocab) -> torch.Tensor:
         """The reward of each sample (``images``: the training-image index of each sampled image)."""
@@ -144,7 +149,14 @@ class CaptionReward:
         reward = self.cider.scores(owners, [w + [END] for w in words])
         if self.bleu is not None:
             reward = reward + self.bleu_weight * self.bleu.scores(owners, words)
+        if self.meteor is not None:
+            reward = reward + self.meteor_weight * self.meteor.scores(owners, words)
         return torch.from_numpy(reward)
+
+    def close(self) -> None:
+        """Release what scoring holds (METEOR's JVM)."""
+        if self.meteor is not None:
+            self.meteor.close()
 
 
 __all__ = ["Samples", "sample_captions", "ScstTerms", "scst_loss", "CaptionReward"]

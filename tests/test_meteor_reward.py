@@ -1,0 +1,85 @@
+"""The METEOR reward: the official jar's per-caption scores, added to CIDEr-D by weight, and its errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from captioner import meteor as meteor_module
+from captioner.errors import ConfigError, DataError
+from captioner.meteor import SentenceMeteor
+from captioner.metrics import _close_meteor
+from captioner.scst import CaptionReward, sample_captions
+from captioner.train import main as train_main
+from conftest import WORDS, train_config
+from test_scst import CANDIDATES, REFS, _model
+
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR is a Java program")
+
+
+@needs_java
+def test_sentence_meteor_matches_pycocoevalcap_per_caption():
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    gts = {i: refs for i, refs in enumerate(REFS)}
+    res = {i: [c] for i, c in enumerate(CANDIDATES)}
+    official = Meteor()
+    try:
+        _, per_caption = official.compute_score(gts, res)
+    finally:
+        _close_meteor(official)
+    scorer = SentenceMeteor([[r.split() for r in refs] for refs in REFS])
+    try:
+        order = [2, 0, 3, 1]  # captions of any images, in any order, score against their own image's references
+        ours = scorer.scores(order + [0], [CANDIDATES[i].split() for i in order] + [[]])
+    finally:
+        scorer.close()
+    assert ours[:4].tolist() == pytest.approx([per_caption[i] for i in order], abs=1e-9)
+    assert ours[4] == 0.0  # an empty caption matches nothing
+    assert len(set(ours[:4].round(6))) == 4  # the example tells the candidates apart
+
+
+@needs_java
+def test_synonyms_and_stems_earn_meteor_where_cider_sees_nothing():
+    scorer = SentenceMeteor([[["a", "dog", "runs", "on", "the", "grass"]]])
+    try:
+        stem, unrelated = scorer.scores([0, 0], [["a", "dog", "running"], ["two", "cars", "parked"]])
+    finally:
+        scorer.close()
+    assert stem > unrelated
+
+
+@needs_java
+def test_reward_adds_weighted_meteor_to_cider():
+    dec, vocab, feats = _model()
+    s = sample_captions(dec, feats, vocab, per_image=2, max_len=6, generator=torch.Generator().manual_seed(3))
+    refs = [[" ".join(WORDS[:6])], [" ".join(WORDS[3:9])], [" ".join(WORDS[::2])]]
+    plain, mixed = CaptionReward(refs), CaptionReward(refs, meteor_weight=2.0)
+    try:
+        gap = mixed([0, 1, 2], s, vocab) - plain([0, 1, 2], s, vocab)
+        scorer = SentenceMeteor([[r.split()] for (r,) in refs])
+        meteor = scorer.scores([0, 0, 1, 1, 2, 2], s.words(vocab))
+        scorer.close()
+    finally:
+        mixed.close()
+    torch.testing.assert_close(gap, torch.from_numpy(2.0 * meteor))
+    assert mixed.meteor is not None and mixed.meteor._meteor is None  # close() ended the JVM
+
+
+def test_a_meteor_reward_without_java_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(meteor_module.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="needs Java"):
+        CaptionReward([["a dog"]], meteor_weight=1.0)
+    CaptionReward([["a dog"]])  # without the METEOR term nothing needs Java
+
+
+def test_meteor_needs_references():
+    with pytest.raises(DataError, match="reference"):
+        SentenceMeteor([[["a", "dog"]], []])
+
+
+def test_negative_meteor_weight_is_rejected(shapes, tmp_path):
+    with pytest.raises(ConfigError, match="scst_meteor_weight"):
+        train_main(train_config(shapes, tmp_path / "neg", objective="scst", scst_meteor_weight=-0.5))
