@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -83,3 +84,17 @@ def test_meteor_needs_references():
 def test_negative_meteor_weight_is_rejected(shapes, tmp_path):
     with pytest.raises(ConfigError, match="scst_meteor_weight"):
         train_main(train_config(shapes, tmp_path / "neg", objective="scst", scst_meteor_weight=-0.5))
+
+
+
+@needs_java
+def test_a_run_with_a_meteor_reward_adds_it_to_what_it_logs(shapes, tmp_path):
+    """One batch, the same seed: the same samples, so the logged rewards differ by their mean METEOR."""
+    rows = {}
+    for weight in (0.0, 1.0):
+        with pytest.warns(UserWarning, match="random weights"):
+            result = train_main(train_config(shapes, tmp_path / f"m{weight}", objective="scst", scst_samples=2,
+                                             epochs=1, limit_batches=1, scst_meteor_weight=weight))
+        rows[weight] = result["history"][-1]
+    assert math.isfinite(rows[1.0]["loss"])
+    assert rows[1.0]["reward"] > rows[0.0]["reward"] >= 0
