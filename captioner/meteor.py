@@ -19,14 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CaptionerError, ConfigError, DataError
+from .errors import ConfigError, DataError
 
 
 class SentenceMeteor:
     """METEOR 1.5 (``-l en -norm``, pycocoevalcap's settings) of single captions against fixed references.
 
     ``references[i]`` holds the tokenised captions of image ``i``. The JVM starts on the first call
-    (it spends seconds loading its paraphrase table) and ends with :meth:`close`.
+    (it spends seconds loading its paraphrase table) and ends with :meth:`close`, or at once if an exchange
+    with it breaks off (an interrupted batch leaves no JVM that would hang the garbage collector).
     """
 
     def __init__(self, references: Sequence[Sequence[Sequence[str]]]) -> None:
@@ -40,7 +41,7 @@ class SentenceMeteor:
 
     def scores(self, images: Sequence[int], captions: Sequence[Sequence[str]]) -> np.ndarray:
         """METEOR of ``captions[j]`` against the references of ``images[j]``, for every j, in 0..1."""
-        from .metrics import _close_meteor, _start_meteor
+        from .metrics import _meteor_scores, _start_meteor
 
         out = np.zeros(len(captions), dtype=np.float64)
         todo = [j for j, c in enumerate(captions) if c]  # an empty caption matches nothing: 0
@@ -51,12 +52,10 @@ class SentenceMeteor:
         gts = {k: self._refs[images[j]] for k, j in enumerate(todo)}
         res = {k: [" ".join(captions[j])] for k, j in enumerate(todo)}
         try:
-            _, per_caption = self._meteor.compute_score(gts, res)
-        except (ValueError, OSError) as exc:  # the JVM died: an empty reply or a broken pipe
-            err = _close_meteor(self._meteor).strip().splitlines()
-            self._meteor = None
-            raise CaptionerError(f"METEOR reward (java) failed: {err[-1] if err else exc}; check that Java runs "
-                                 f"with a 2 GB heap, or leave --scst-meteor-weight at 0") from None
+            _, per_caption = _meteor_scores(self._meteor, gts, res, "leave --scst-meteor-weight at 0")
+        except BaseException:
+            self._meteor = None  # ended by _meteor_scores; the next call starts a new JVM
+            raise
         out[todo] = per_caption
         return out
 

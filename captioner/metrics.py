@@ -245,12 +245,25 @@ def _start_meteor() -> Any:
 
 
 def _meteor_score(meteor: Any, gts: dict, res: dict) -> float:
+    return _meteor_scores(meteor, gts, res, "leave METEOR out of the metrics")[0]
+
+
+def _meteor_scores(meteor: Any, gts: dict, res: dict, remedy: str) -> tuple[float, list[float]]:
+    """pycocoevalcap's ``compute_score`` (the set's METEOR, each caption's), ending the JVM if it fails.
+
+    An exchange that breaks off leaves the JVM's replies out of step and the wrapper's lock held, so the
+    process is ended whatever stopped it: a dead JVM (an error naming ``remedy``) or an interrupt.
+    """
     try:
-        return float(meteor.compute_score(gts, res)[0])
+        score, per_caption = meteor.compute_score(gts, res)
     except (ValueError, OSError) as exc:  # the JVM died: empty reply or broken pipe
         err = _close_meteor(meteor).strip().splitlines()
         raise CaptionerError(f"METEOR (java) failed: {err[-1] if err else exc}; check that Java runs with "
-                             f"a 2 GB heap, or leave METEOR out of the metrics") from None
+                             f"a 2 GB heap, or {remedy}") from None
+    except BaseException:  # Ctrl-C mid-exchange
+        _close_meteor(meteor)
+        raise
+    return float(score), [float(x) for x in per_caption]
 
 
 def _close_meteor(meteor: Any) -> str:

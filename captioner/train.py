@@ -451,39 +451,37 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
             print(f"epoch 0 (from {cfg.init_from}): val BLEU-4 {state.best:.2f}", flush=True)
         save_all("best")
     interrupted = {"flag": False}
-    try:
-        while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
-            try:
-                stats = train_one_epoch(model, net, optimizer, pairs, store, scheduled(cfg, state.epoch), state, device,
-                                        rank, world, on_step, reward, average)
-                t_val = time.perf_counter()
-                with averaged():
-                    scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
-                val_seconds = time.perf_counter() - t_val
-            except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
-                interrupted["flag"] = True
-                save_all()
-                if rank == 0:
-                    print(f"interrupted: saved {out / STATE_FILE} at epoch {state.epoch + 1}, batch {state.step}; "
-                          f"continue with --resume", flush=True)
-                break
-            bleu4 = validated_bleu4(scores)
-            state.epoch += 1
-            state.step = 0
-            improved = bleu4 > state.best
-            state.best, state.bad_epochs = (bleu4, 0) if improved else (state.best, state.bad_epochs + 1)
-            if not improved and state.bad_epochs % max(cfg.lr_patience, 1) == 0:
-                for g in optimizer.param_groups:
-                    g["lr"] *= cfg.lr_decay
-            log_row({"epoch": state.epoch, **stats, **scores, "val_seconds": val_seconds,
-                     "lr": optimizer.param_groups[0]["lr"]})
+    while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
+        try:
+            stats = train_one_epoch(model, net, optimizer, pairs, store, scheduled(cfg, state.epoch), state, device,
+                                    rank, world, on_step, reward, average)
+            t_val = time.perf_counter()
+            with averaged():
+                scores = validate(model, val_recs, store, cfg, device) if rank == 0 else {}
+            val_seconds = time.perf_counter() - t_val
+        except KeyboardInterrupt:  # Ctrl-C: keep every finished batch; --resume redoes nothing twice
+            interrupted["flag"] = True
+            save_all()
             if rank == 0:
-                train_fig = (f"reward of samples {stats['reward']:.3f}" if "reward" in stats
-                             else f"loss {stats['ce']:.3f}")
-                print(f"epoch {state.epoch}: {train_fig}, val BLEU-4 {bleu4:.2f}"
-                      f"{' (best)' if improved else ''}, {stats['captions_per_s']:.0f} captions/s", flush=True)
-            save_all("best" if improved else None)
-    finally:
-        if reward is not None:
-            reward.close()
+                print(f"interrupted: saved {out / STATE_FILE} at epoch {state.epoch + 1}, batch {state.step}; "
+                      f"continue with --resume", flush=True)
+            break
+        bleu4 = validated_bleu4(scores)
+        state.epoch += 1
+        state.step = 0
+        improved = bleu4 > state.best
+        state.best, state.bad_epochs = (bleu4, 0) if improved else (state.best, state.bad_epochs + 1)
+        if not improved and state.bad_epochs % max(cfg.lr_patience, 1) == 0:
+            for g in optimizer.param_groups:
+                g["lr"] *= cfg.lr_decay
+        log_row({"epoch": state.epoch, **stats, **scores, "val_seconds": val_seconds,
+                 "lr": optimizer.param_groups[0]["lr"]})
+        if rank == 0:
+            train_fig = (f"reward of samples {stats['reward']:.3f}" if "reward" in stats
+                         else f"loss {stats['ce']:.3f}")
+            print(f"epoch {state.epoch}: {train_fig}, val BLEU-4 {bleu4:.2f}"
+                  f"{' (best)' if improved else ''}, {stats['captions_per_s']:.0f} captions/s", flush=True)
+        save_all("best" if improved else None)
+    if reward is not None:
+        reward.close()  # METEOR's JVM ends with the run
     return {"history": state.history, "best": state.best, "interrupted": interrupted["flag"], "out": str(out)}

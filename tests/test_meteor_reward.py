@@ -53,6 +53,26 @@ def test_synonyms_and_stems_earn_meteor_where_cider_sees_nothing():
 
 
 @needs_java
+def test_an_interrupted_batch_ends_the_jvm_and_the_next_batch_starts_one():
+    scorer = SentenceMeteor([[["a", "dog", "runs"]]])
+    try:
+        first = scorer.scores([0], [["a", "dog"]])
+        jvm = scorer._meteor
+
+        def interrupted(gts, res):  # Ctrl-C while the wrapper holds its lock, mid-exchange
+            jvm.lock.acquire()
+            raise KeyboardInterrupt
+
+        jvm.compute_score = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            scorer.scores([0], [["a", "dog"]])
+        assert jvm.meteor_p.poll() is not None and not jvm.lock.locked()  # else Meteor.__del__ would hang
+        assert scorer.scores([0], [["a", "dog"]]).tolist() == first.tolist()
+    finally:
+        scorer.close()
+
+
+@needs_java
 def test_reward_adds_weighted_meteor_to_cider():
     dec, vocab, feats = _model()
     s = sample_captions(dec, feats, vocab, per_image=2, max_len=6, generator=torch.Generator().manual_seed(3))
