@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from captioner.attention import entropy  # noqa: E402
-from captioner.decoding import DecodeOptions  # noqa: E402
-from captioner.images import is_image_name, load_image  # noqa: E402
-from captioner.model import CaptionModel, load_model  # noqa: E402
+from captioner.model.attention import entropy  # noqa: E402
+from captioner.model.search import DecodeOptions  # noqa: E402
+from captioner.data.images import is_image_name, load_image  # noqa: E402
+from captioner.model.caption_model import CaptionModel, load_model  # noqa: E402
 
 
 def attention_stats(model: CaptionModel, images: list, beam: int = 1) -> dict[str, float]:

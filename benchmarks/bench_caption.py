@@ -19,19 +19,19 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from captioner.decoding import DecodeOptions  # noqa: E402
-from captioner.images import load_image  # noqa: E402
+from captioner.model.search import DecodeOptions  # noqa: E402
+from captioner.data.images import load_image  # noqa: E402
 
 
 def random_model(vocab_size: int = 2540, features: str | None = None):
     """A default-size model with random decoder weights on the real offline encoder (``features``: the grid)."""
     from captioner.config import ModelConfig
-    from captioner.model import CaptionModel
-    from captioner.vocab import SPECIALS, Vocab
+    from captioner.model.caption_model import CaptionModel
+    from captioner.data.vocab import SPECIALS, Vocab
 
     vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(vocab_size - len(SPECIALS)))])
     torch.manual_seed(0)
-    from captioner.encoder import feature_dims
+    from captioner.model.encoder import feature_dims
 
     features = features or ModelConfig.features
     head = features == "head"  # the 7x7 grid used until 2026-12, as it was
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.random:
         model = random_model(features=args.features)
     else:
-        from captioner.model import load_model
+        from captioner.model.caption_model import load_model
 
         model = load_model(args.model)
     name = "random default-size model" if args.random else model.name

@@ -28,13 +28,13 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from captioner.batches import caption_tensors, image_tensors, make_pairs  # noqa: E402
+from captioner.training.batches import caption_tensors, image_tensors, make_pairs  # noqa: E402
 from captioner.config import TrainConfig  # noqa: E402
-from captioner.decoder import HardTraining  # noqa: E402
-from captioner.features import cache_features  # noqa: E402
-from captioner.loss import caption_loss, update_baseline, update_word_baseline  # noqa: E402
-from captioner.model import load_model  # noqa: E402
-from captioner.train import prepare_data  # noqa: E402
+from captioner.model.decoder import HardTraining  # noqa: E402
+from captioner.data.feature_cache import cache_features  # noqa: E402
+from captioner.training.losses import caption_loss, update_baseline, update_word_baseline  # noqa: E402
+from captioner.model.caption_model import load_model  # noqa: E402
+from captioner.training.loop import prepare_data  # noqa: E402
 
 SETTINGS = [("paper", 1), ("token", 1), ("togo", 1), ("token", 2), ("paper", 4), ("token", 4), ("togo", 4)]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from captioner import synth  # noqa: E402
-from captioner.cli import main as captioner  # noqa: E402
+from captioner.data import synth  # noqa: E402
+from captioner.cli.main import main as captioner  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.synth_images:
             synth.generate(Path(tmp) / "shapes", args.synth_images, seed=1)
             ood.append(str(Path(tmp) / "shapes" / "images"))
-        from captioner.model import load_model
+        from captioner.model.caption_model import load_model
 
         model = args.model
         if load_model(model).familiarity is None:

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from captioner.encoder import ENCODERS, Encoder, build_preprocess  # noqa: E402
-from captioner.images import load_image  # noqa: E402
+from captioner.model.encoder import ENCODERS, Encoder, build_preprocess  # noqa: E402
+from captioner.data.images import load_image  # noqa: E402
 
 
 def peak_rss_mb() -> float:

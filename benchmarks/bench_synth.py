@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from captioner import synth  # noqa: E402
+from captioner.data import synth  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,14 +23,14 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import captioner.decoder as decoder_module  # noqa: E402
+from captioner.model import decoder as decoder_module  # noqa: E402
 from captioner.config import HARD_ESTIMATORS, ModelConfig, TrainConfig  # noqa: E402
-from captioner.encoder import FEATURES, feature_dims  # noqa: E402
-from captioner.features import FeatureStore, LiveImages  # noqa: E402
-from captioner.model import CaptionModel  # noqa: E402
-from captioner.batches import Pairs  # noqa: E402
-from captioner.train import TrainState, train_one_epoch  # noqa: E402
-from captioner.vocab import SPECIALS, Vocab  # noqa: E402
+from captioner.model.encoder import FEATURES, feature_dims  # noqa: E402
+from captioner.data.feature_cache import FeatureStore, LiveImages  # noqa: E402
+from captioner.model.caption_model import CaptionModel  # noqa: E402
+from captioner.training.batches import Pairs  # noqa: E402
+from captioner.training.loop import TrainState, train_one_epoch  # noqa: E402
+from captioner.data.vocab import SPECIALS, Vocab  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_coco_scale import proc_status  # noqa: E402

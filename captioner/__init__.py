@@ -8,16 +8,16 @@
 
 from __future__ import annotations
 
-from .decoding import CaptionResult, DecodeOptions
+from .model.search import CaptionResult, DecodeOptions
 from .errors import CaptionerError
-from .weights import available_models
+from .model.checkpoint import available_models
 
 __version__ = "0.1.0"
 
 
 def load_model(name_or_path: str = "default", device: str = "cpu"):
     """Load a shipped model by name (see :func:`available_models`) or a checkpoint path."""
-    from .model import load_model as _load
+    from .model.caption_model import load_model as _load
 
     return _load(name_or_path, device)
 

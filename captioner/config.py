@@ -92,7 +92,7 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError for names that no code path implements."""
-        from .encoder import ENCODERS  # local import: encoder imports torchvision lazily
+        from .model.encoder import ENCODERS  # local import: encoder imports torchvision lazily
 
         if self.encoder not in ENCODERS:
             raise ConfigError(f"unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
@@ -103,7 +103,7 @@ class ModelConfig:
             raise ConfigError(f"unknown score function {self.score!r}; choose one of {', '.join(SCORE_FUNCTIONS)}")
         if self.hard_decode not in HARD_DECODE_MODES:
             raise ConfigError(f"unknown hard_decode {self.hard_decode!r}; choose one of {', '.join(HARD_DECODE_MODES)}")
-        from .encoder import check_features
+        from .model.encoder import check_features
 
         check_features(ENCODERS[self.encoder], self.features, self.grid)
         for name in ("grid", "embed_dim", "hidden_dim", "attention_dim", "proj_dim"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from captioner.config import ModelConfig
-from captioner.vocab import Vocab
+from captioner.data.vocab import Vocab
 
 WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "left", "of", "above", "the", "small", "large"]
 
@@ -35,7 +35,7 @@ def random_pngs(folder: Path, n: int = 3) -> list[str]:
 def tiny_config(attention: str = "soft", score: str = "additive", grid: int = 2, vocab_size: int = 0,
                 features: str = "fused", **kw) -> ModelConfig:
     """A small model on the real offline encoder: 32 px input -> 2x2 grid (the default fused features), fast on a CPU."""
-    from captioner.encoder import feature_dims
+    from captioner.model.encoder import feature_dims
 
     return ModelConfig(encoder="efficientnet-lite0", grid=grid, embed_dim=16, hidden_dim=32, attention_dim=16,
                        proj_dim=24, attention=attention, score=score, dropout=0.0, vocab_size=vocab_size,
@@ -48,8 +48,8 @@ def tiny_vocab() -> Vocab:
 
 def make_checkpoint(path: Path, attention: str = "soft", seed: int = 0) -> Path:
     """Save a randomly initialised tiny model as a real checkpoint file."""
-    from captioner.model import CaptionModel
-    from captioner.weights import save_checkpoint
+    from captioner.model.caption_model import CaptionModel
+    from captioner.model.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     vocab = tiny_vocab()
@@ -72,7 +72,7 @@ def tiny_hard_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     """A tiny synthetic COCO-style dataset (24 images of 64 px) for end-to-end training runs."""
-    from captioner.synth import generate
+    from captioner.data.synth import generate
 
     out = tmp_path_factory.mktemp("data") / "shapes"
     generate(out, 24, seed=0, image_size=64)

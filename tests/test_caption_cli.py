@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 import captioner
-from captioner import images as images_module
-from captioner.cli import main
-from captioner.decoding import DecodeOptions
-from captioner.model import load_model
+from captioner.data import images as images_module
+from captioner.cli.main import main
+from captioner.model.search import DecodeOptions
+from captioner.model.caption_model import load_model
 
 
 SCHEMA = json.loads((Path(captioner.__file__).parent / "schema" / "caption.schema.json").read_text())

@@ -13,10 +13,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from captioner.cli import main
+from captioner.cli.main import main
 from captioner.errors import CaptionerError, CheckpointError
-from captioner.model import load_model
-from captioner.weights import read_checkpoint, resolve_model_path
+from captioner.model.caption_model import load_model
+from captioner.model.checkpoint import read_checkpoint, resolve_model_path
 
 
 def _contents(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -67,7 +67,7 @@ def test_round_trip_rebuilds_the_same_model(tiny_checkpoint):
 
 def test_header_length_starting_with_the_pickle_byte_still_loads(tmp_path, tiny_checkpoint):
     """safetensors begins with its header length: 1 checkpoint in 256 starts with 0x80, pickle's magic byte."""
-    from captioner.weights import save_checkpoint
+    from captioner.model.checkpoint import save_checkpoint
 
     tensors, cfg, vocab, _ = read_checkpoint(tiny_checkpoint)
     path = tmp_path / "odd.safetensors"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioner.datasets import (
+from captioner.data.records import (
     Record,
     check_images_exist,
     load_coco,

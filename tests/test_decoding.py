@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioner.decoder import Decoder
-from captioner.decoding import DecodeOptions, beam_search, decode, greedy
+from captioner.model.decoder import Decoder
+from captioner.model.search import DecodeOptions, beam_search, decode, greedy
 from conftest import tiny_config, tiny_vocab
 
 
@@ -93,7 +93,7 @@ def test_hard_attention_reports_locations():
 
 
 def test_ban_repeats_forbids_the_last_word_and_repeated_ngrams():
-    from captioner.decoding import _ban_repeats
+    from captioner.model.search import _ban_repeats
 
     history = torch.tensor([[4, 5, 6, 4, 5], [4, 5, 6, 7, 4]])
     banned = lambda n: [torch.isinf(row).nonzero().flatten().tolist() for row in _ban_repeats(torch.zeros(2, 9), history, n)]
@@ -137,7 +137,7 @@ def test_sampled_location_paths_that_see_the_same_thing_decode_like_argmax():
 
 
 def test_sampled_location_paths_mix_into_one_distribution_and_are_reproducible():
-    from captioner.decoding import _next_step
+    from captioner.model.search import _next_step
 
     torch.manual_seed(0)
     vocab = tiny_vocab()

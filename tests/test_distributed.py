@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from captioner.synth import generate
+from captioner.data.synth import generate
 
 
 def _launch(args: list[str], out: Path, nproc: int, port_offset: int = 0) -> subprocess.CompletedProcess:

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from captioner.errors import CheckpointError, ConfigError
-from captioner.ema import WeightAverage
-from captioner.train import main as train_main
+from captioner.training.ema import WeightAverage
+from captioner.training.loop import main as train_main
 from conftest import train_config
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captioner.cli import main
-from captioner.datasets import Record
-from captioner.decoding import CaptionResult
+from captioner.cli.main import main
+from captioner.data.records import Record
+from captioner.model.search import CaptionResult
 from captioner.errors import DataError
-from captioner.evaluate import (check_references, coco_results, pointing_items, read_predictions,
+from captioner.evaluation.evaluate import (check_references, coco_results, pointing_items, read_predictions,
                                 training_captions)
-from captioner.metrics import METRICS
-from captioner.pointing import ImageBoxes, InstancesIndex
+from captioner.metrics.corpus import METRICS
+from captioner.evaluation.pointing import ImageBoxes, InstancesIndex
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java not installed (METEOR, PTB tokenizer)")
 
@@ -24,7 +24,7 @@ needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java not i
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """12 synthetic images: 6 train, 3 val, 3 test, with captions_* and instances_* files."""
-    from captioner.synth import generate
+    from captioner.data.synth import generate
 
     root = tmp_path_factory.mktemp("eval") / "synth"
     generate(root, 12, seed=0, split_fractions=(0.5, 0.25, 0.25), workers=1)

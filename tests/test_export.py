@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import captioner
-from captioner.cli import main as cli_main
+from captioner.cli.main import main as cli_main
 
 
 def test_export_halves_the_file_and_keeps_the_captions(tiny_hard_checkpoint, tmp_path, capsys):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.decoding import CaptionResult, DecodeOptions, decode
+from captioner.model.search import CaptionResult, DecodeOptions, decode
 from captioner.errors import ConfigError
-from captioner.faithfulness import (STOP_WORDS, ModelScorer, blank_cells, default_cells, deletion_test,
+from captioner.evaluation.deletion import (STOP_WORDS, ModelScorer, blank_cells, default_cells, deletion_test,
                                     is_content_word, word_probabilities)
 
 from conftest import tiny_config, tiny_vocab
@@ -142,7 +142,7 @@ def test_deletion_test_skips_unloadable_images_and_bad_k():
 # ---------------------------------------------------------------------------- the real tiny model
 @pytest.fixture(scope="module")
 def tiny_model():
-    from captioner.model import CaptionModel
+    from captioner.model.caption_model import CaptionModel
 
     torch.manual_seed(0)
     vocab = tiny_vocab()

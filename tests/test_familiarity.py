@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 
 import captioner
-from captioner.cli import main
-from captioner.decoding import CaptionResult
+from captioner.cli.main import main
+from captioner.model.search import CaptionResult
 from captioner.errors import CheckpointError
-from captioner.familiarity import (CENTROIDS_KEY, DEV_KEY, Familiarity, fit, kmeans, photo_vectors, pool,
+from captioner.evaluation.familiarity import (CENTROIDS_KEY, DEV_KEY, Familiarity, fit, kmeans, photo_vectors, pool,
                                    roc_auc, save_with_familiarity, unfamiliar_note)
-from captioner.model import load_model
-from captioner.output import caption_entry
-from captioner.weights import read_checkpoint, save_checkpoint
+from captioner.model.caption_model import load_model
+from captioner.cli.output import caption_entry
+from captioner.model.checkpoint import read_checkpoint, save_checkpoint
 
 from conftest import make_checkpoint, random_pngs
 
@@ -221,7 +221,7 @@ def test_stderr_note_below_the_threshold_only(fitted, tmp_path, capsys):
 
 
 def test_html_report_shows_familiarity(fitted, tmp_path):
-    from captioner.visualize import render_html_report
+    from captioner.heatmaps.figures import render_html_report
 
     _, dst, paths = fitted
     model = load_model(str(dst))
@@ -286,7 +286,7 @@ def test_server_entries_carry_familiarity(fitted):
     pytest.importorskip("python_multipart")
     from starlette.testclient import TestClient
 
-    from captioner.server import CaptionService, create_app, load_models
+    from captioner.web.server import CaptionService, create_app, load_models
 
     _, dst, paths = fitted
     models = load_models(str(dst))
@@ -307,8 +307,8 @@ def test_page_writes_familiarity_as_the_report_does():
     import shutil
     import subprocess
 
-    from captioner.familiarity import familiarity_text
-    from captioner.server_page import _JS
+    from captioner.evaluation.familiarity import familiarity_text
+    from captioner.web.page import _JS
 
     node = shutil.which("node")
     if node is None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.encoder import Encoder
-from captioner.features import cache_features
+from captioner.model.encoder import Encoder
+from captioner.data.feature_cache import cache_features
 from conftest import random_pngs
 
 
@@ -25,8 +25,8 @@ def test_cache_is_reused_and_matches_the_encoder(images, tmp_path):
         store = cache_features(enc, images, tmp_path, fp16=False, progress=False)
     assert store.shape == (4, 4, 1280)
     assert store.valid.tolist() == [True, True, True, False]
-    from captioner.images import load_image
-    from captioner.encoder import build_preprocess
+    from captioner.data.images import load_image
+    from captioner.model.encoder import build_preprocess
 
     direct = enc(build_preprocess(enc.spec, 2)(load_image(images[1])).unsqueeze(0))[0]
     torch.testing.assert_close(store.get([1])[0], direct, rtol=1e-4, atol=1e-4)
@@ -104,8 +104,8 @@ def test_fine_tuning_caches_the_activations_before_the_trained_blocks(images, tm
     with pytest.warns(UserWarning):
         store = cache_features(tuned, images, tmp_path, fp16=False, progress=False)
     assert store.shape == (4, 320, 2, 2)  # the input of EfficientNet-Lite0's head, at 64 px
-    from captioner.images import load_image
-    from captioner.encoder import build_preprocess
+    from captioner.data.images import load_image
+    from captioner.model.encoder import build_preprocess
 
     pixels = build_preprocess(tuned.spec, 2)(load_image(images[0])).unsqueeze(0)
     torch.testing.assert_close(tuned.trained_part(store.get([0])), tuned(pixels), rtol=1e-4, atol=1e-4)

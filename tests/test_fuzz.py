@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("starlette", reason="the web server needs starlette (pip install -r requirements.txt)")
 pytest.importorskip("python_multipart", reason="the web server needs python-multipart")
 
-from captioner.server import CaptionService, create_app, load_models, running_server  # noqa: E402
+from captioner.web.server import CaptionService, create_app, load_models, running_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -41,7 +41,7 @@ def server(tiny_checkpoint):
     service = CaptionService(load_models(str(tiny_checkpoint), compare="none"), demo_dir=ROOT / "demo",
                              max_upload_bytes=MAX_UPLOAD)
     errors = _Errors()
-    loggers = [logging.getLogger(name) for name in ("captioner.server", "uvicorn.error")]
+    loggers = [logging.getLogger(name) for name in ("captioner.web", "uvicorn.error")]
     with running_server(create_app(service, allowed_hosts=["127.0.0.1"])) as url:
         for lg in loggers:
             lg.addHandler(errors)

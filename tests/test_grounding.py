@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.boxes import BoxTargets, box_loss, box_targets, cell_mask
-from captioner.datasets import Record
-from captioner.decoder import Decoder, TrainOut
-from captioner.decoding import DecodeOptions, decode
+from captioner.training.boxes import BoxTargets, box_loss, box_targets, cell_mask
+from captioner.data.records import Record
+from captioner.model.decoder import Decoder, TrainOut
+from captioner.model.search import DecodeOptions, decode
 from captioner.errors import DataError
-from captioner.loss import caption_loss, doubly_stochastic
-from captioner.pointing import ImageBoxes, InstancesIndex, load_instances
-from captioner.vocab import Vocab
+from captioner.training.losses import caption_loss, doubly_stochastic
+from captioner.evaluation.pointing import ImageBoxes, InstancesIndex, load_instances
+from captioner.data.vocab import Vocab
 from conftest import tiny_config, tiny_vocab
 
 # one caption of two words on a 2x2 grid: per-cell totals 1.1, 0.5, 0.2, 0.2

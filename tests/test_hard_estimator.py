@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from captioner.config import ModelConfig
-from captioner.decoder import Decoder, HardTraining
-from captioner.loss import caption_loss, update_baseline, update_word_baseline
+from captioner.model.decoder import Decoder, HardTraining
+from captioner.training.losses import caption_loss, update_baseline, update_word_baseline
 
 
 def _learn_to_look(estimator: str, seed: int, steps: int = 300, location_samples: int = 1,
@@ -91,7 +91,7 @@ def test_the_papers_estimator_learns_it_too_but_more_slowly():
 
 def test_token_advantages_use_each_words_own_baseline():
     """One caption, two steps: the REINFORCE term is -sum_t (log p(y_t) - b[y_t]) log p(s_t) / words."""
-    from captioner.decoder import TrainOut
+    from captioner.model.decoder import TrainOut
 
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]))
     log_loc = torch.log(torch.tensor([0.5, 0.25])).requires_grad_()
@@ -115,7 +115,7 @@ def test_token_advantages_use_each_words_own_baseline():
 def _two_step_out(logp_rows: list[float], caption_index: list[int], step_index: list[int], n_paths: int,
                   path_of: list[int] | None = None) -> "TrainOut":
     """A TrainOut whose target words have the given log p (3-word vocabulary; the target is word 0)."""
-    from captioner.decoder import TrainOut
+    from captioner.model.decoder import TrainOut
 
     p = torch.tensor(logp_rows).exp()
     logits = torch.log(torch.stack([p, (1 - p) / 2, (1 - p) / 2], 1))
@@ -129,7 +129,7 @@ def _two_step_out(logp_rows: list[float], caption_index: list[int], step_index: 
 
 
 def test_reward_to_go_gives_each_step_the_log_likelihood_of_the_words_from_it_on():
-    from captioner.loss import location_rewards
+    from captioner.training.losses import location_rewards
 
     # two captions, rows in step order as the decoder emits them: caption 0 has 3 words, caption 1 has 2
     lp = [-1.0, -2.0, -0.5, -0.25, -3.0]
@@ -141,7 +141,7 @@ def test_reward_to_go_gives_each_step_the_log_likelihood_of_the_words_from_it_on
 
 
 def test_leave_one_out_baseline_excludes_the_sample_itself():
-    from captioner.loss import leave_one_out
+    from captioner.training.losses import leave_one_out
 
     values = torch.tensor([1.0, 2.0, 6.0, 10.0, 4.0])
     key = torch.tensor([0, 0, 0, 1, 1])  # three paths of one caption, two of another
@@ -164,7 +164,7 @@ def test_multi_sample_reinforce_uses_each_paths_leave_one_out_advantage():
 
 def test_schedules_anneal_linearly_to_the_last_epoch():
     from captioner.config import TrainConfig
-    from captioner.train import anneal, scheduled
+    from captioner.training.loop import anneal, scheduled
 
     assert [anneal(0.5, 0.0, e, 5) for e in range(5)] == pytest.approx([0.5, 0.375, 0.25, 0.125, 0.0])
     assert anneal(0.5, None, 3, 5) == 0.5
@@ -199,7 +199,7 @@ def test_attention_stats_probe_measures_every_word_and_leaves_the_model_as_it_wa
 
     from PIL import Image
 
-    from captioner.model import load_model
+    from captioner.model.caption_model import load_model
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_attention_stats import attention_stats

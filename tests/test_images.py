@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner import images
+from captioner.data import images
 from captioner.errors import ImageError
-from captioner.images import find_images, load_image
+from captioner.data.images import find_images, load_image
 
 
 def _half_red_half_blue(w: int = 40, h: int = 20) -> Image.Image:

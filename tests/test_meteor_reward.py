@@ -8,12 +8,12 @@ import shutil
 import pytest
 import torch
 
-from captioner import meteor as meteor_module
+from captioner.metrics import meteor as meteor_module
 from captioner.errors import ConfigError, DataError
-from captioner.meteor import SentenceMeteor
-from captioner.metrics import _close_meteor
-from captioner.scst import CaptionReward, sample_captions
-from captioner.train import main as train_main
+from captioner.metrics.meteor import SentenceMeteor
+from captioner.metrics.corpus import _close_meteor
+from captioner.training.self_critical import CaptionReward, sample_captions
+from captioner.training.loop import main as train_main
 from conftest import WORDS, train_config
 from test_scst import CANDIDATES, REFS, _model
 

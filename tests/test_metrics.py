@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner import metrics
+from captioner.metrics import corpus as metrics
 from captioner.errors import CaptionerError, ConfigError, DataError
-from captioner.metrics import (
+from captioner.metrics.corpus import (
     METRICS,
     PointingItem,
     category_for_word,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioner.attention import Attention
+from captioner.model.attention import Attention
 from captioner.config import ATTENTION_TYPES, SCORE_FUNCTIONS, ModelConfig
-from captioner.decoder import Decoder, HardTraining
-from captioner.loss import caption_loss, update_baseline
+from captioner.model.decoder import Decoder, HardTraining
+from captioner.training.losses import caption_loss, update_baseline
 
 V, D, G = 30, 40, 3
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioner.cli import build_parser, main
+from captioner.cli.main import build_parser, main
 from captioner.config import TrainConfig
 from captioner.devices import resolve_device
 from captioner.errors import ConfigError
-from captioner.train import rank_device
+from captioner.training.loop import rank_device
 from conftest import random_pngs
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -97,7 +97,7 @@ def test_no_bar_in_a_pipe_or_with_no_progress(tiny_checkpoint, images, capsys, m
 
 
 def test_evaluate_bar_goes_to_stderr_on_a_terminal(tiny_checkpoint, tmp_path, capsys, monkeypatch):
-    from captioner.synth import generate
+    from captioner.data.synth import generate
 
     data = tmp_path / "synth"
     generate(data, 4, seed=0, split_fractions=(0.5, 0.0, 0.5), workers=1)

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 import captioner
-from captioner import io_utils, locks
-from captioner.cli import main as cli_main
+from captioner import atomic as io_utils
+from captioner import locks
+from captioner.cli.main import main as cli_main
 from captioner.config import to_dict
 from captioner.errors import ConfigError, DiskFullError, LockError, RunFolderError
-from captioner.features import cache_entry, cache_features
-from captioner.runs import LOCK_FILE, claim_run
-from captioner.train import _load_state
-from captioner.train import main as train_main
+from captioner.data.feature_cache import cache_entry, cache_features
+from captioner.training.runs import LOCK_FILE, claim_run
+from captioner.training.loop import _load_state
+from captioner.training.loop import main as train_main
 from conftest import random_pngs, train_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,7 @@ lock.release()
 """
 HALF_WRITTEN = """
 import sys
-from captioner.io_utils import atomic_path
+from captioner.atomic import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     tmp.write_bytes(b"half of it")
     print(tmp, flush=True)
@@ -204,7 +205,7 @@ def images(tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def encoder():
-    from captioner.encoder import Encoder
+    from captioner.model.encoder import Encoder
 
     return Encoder("efficientnet-lite0", 2)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from captioner.batches import make_pairs
-from captioner.datasets import Record
-from captioner.features import FeatureStore
-from captioner.vocab import Vocab
+from captioner.training.batches import make_pairs
+from captioner.data.records import Record
+from captioner.data.feature_cache import FeatureStore
+from captioner.data.vocab import Vocab
 
 
 def test_make_pairs_packs_every_caption_as_its_own_encoding():
@@ -44,10 +44,10 @@ def test_make_pairs_packs_every_caption_as_its_own_encoding():
 
 def test_evaluation_keeps_only_each_images_own_attention(tmp_path, tiny_checkpoint):
     """Results held for a whole split must not pin the beam search's per-batch arrays nor its alternatives."""
-    from captioner.decoding import DecodeOptions
-    from captioner.evaluate import caption_records
-    from captioner.images import load_image
-    from captioner.model import load_model
+    from captioner.model.search import DecodeOptions
+    from captioner.evaluation.evaluate import caption_records
+    from captioner.data.images import load_image
+    from captioner.model.caption_model import load_model
     from conftest import random_pngs
 
     model = load_model(str(tiny_checkpoint))
@@ -66,7 +66,7 @@ def test_evaluation_keeps_only_each_images_own_attention(tmp_path, tiny_checkpoi
 
 def test_training_log_times_validation(shapes, tmp_path):
     """Each epoch's row says how long validation took, so it can be told apart from training at scale."""
-    from captioner.train import main as train_main
+    from captioner.training.loop import main as train_main
     from conftest import train_config
 
     train_main(train_config(shapes, tmp_path / "run", epochs=1))
@@ -161,7 +161,7 @@ def test_cached_rows_are_read_with_pread_not_through_the_map(tmp_path, monkeypat
 
 def _padded_pass(attention: str, rows: int, monkeypatch, train: bool) -> tuple[torch.Tensor, ...]:
     """Teacher forcing with each step rounded up to ``rows`` running captions: outputs and gradients."""
-    import captioner.decoder as decoder_module
+    from captioner.model import decoder as decoder_module
     from captioner.config import ModelConfig
 
     monkeypatch.setattr(decoder_module, "STEP_ROWS", rows)
@@ -196,7 +196,7 @@ def test_rounding_the_running_captions_up_changes_no_output_or_gradient(monkeypa
 
 def test_limit_batches_stops_each_epoch_early(shapes, tmp_path):
     """--limit-batches N trains N batches per epoch (benchmarks at COCO size), and validation still runs."""
-    from captioner.train import main as train_main
+    from captioner.training.loop import main as train_main
     from conftest import train_config
 
     steps: list[int] = []

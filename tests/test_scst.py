@@ -11,15 +11,15 @@ import torch
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from captioner.bleu import SentenceBleu
-from captioner.cider import CiderD
-from captioner.cli import main as cli_main
+from captioner.metrics.bleu import SentenceBleu
+from captioner.metrics.cider import CiderD
+from captioner.cli.main import main as cli_main
 from captioner.config import ModelConfig
-from captioner.decoder import Decoder
+from captioner.model.decoder import Decoder
 from captioner.errors import ConfigError, DataError
-from captioner.scst import CaptionReward, sample_captions, scst_loss
-from captioner.train import main as train_main
-from captioner.vocab import Vocab
+from captioner.training.self_critical import CaptionReward, sample_captions, scst_loss
+from captioner.training.loop import main as train_main
+from captioner.data.vocab import Vocab
 from conftest import WORDS, tiny_config, train_config
 
 REFS = [

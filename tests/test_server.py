@@ -25,10 +25,10 @@ pytest.importorskip("starlette", reason="the web server needs starlette (pip ins
 pytest.importorskip("python_multipart", reason="the web server needs python-multipart")
 from starlette.testclient import TestClient  # noqa: E402
 
-from captioner import cli  # noqa: E402
-from captioner.server import (CaptionService, create_app, is_loopback, load_models,  # noqa: E402
+from captioner.cli import main as cli  # noqa: E402
+from captioner.web.server import (CaptionService, create_app, is_loopback, load_models,  # noqa: E402
                               render_overlays, running_server)
-from captioner.visualize import attention_scale  # noqa: E402
+from captioner.heatmaps.figures import attention_scale  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "demo"
 PHOTO = DEMO / "astronaut.jpg"
@@ -167,8 +167,8 @@ def test_page_writes_the_same_figures_as_the_files():
     import shutil
     import subprocess
 
-    from captioner.server_page import _JS
-    from captioner.visualize import percent
+    from captioner.web.page import _JS
+    from captioner.heatmaps.figures import percent
 
     node = shutil.which("node")
     if node is None:
@@ -192,7 +192,7 @@ def test_page_script_parses():
     import shutil
     import subprocess
 
-    from captioner.server_page import _JS
+    from captioner.web.page import _JS
 
     node = shutil.which("node")
     if node is None:
@@ -330,7 +330,7 @@ def test_a_stalled_upload_does_not_block_other_clients(models):
 
 
 def test_a_client_that_leaves_mid_upload_is_no_server_error(models, caplog):
-    caplog.set_level(logging.INFO, logger="captioner.server")
+    caplog.set_level(logging.INFO, logger="captioner.web")
     with running_server(create_app(CaptionService(models, demo_dir=DEMO))) as url:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=30) as sock:
@@ -343,7 +343,7 @@ def test_a_client_that_leaves_mid_upload_is_no_server_error(models, caplog):
                                      headers={"Content-Type": "image/jpeg"})
         with urllib.request.urlopen(req, timeout=60) as resp:
             assert resp.status == 200
-    records = [r for r in caplog.records if r.name == "captioner.server"]
+    records = [r for r in caplog.records if r.name == "captioner.web"]
     assert any("client went away" in r.getMessage() for r in records)
     assert not [r for r in records if r.levelno >= logging.ERROR]
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from pycocotools.coco import COCO
 
-from captioner import synth
+from captioner.data import synth
 from captioner.errors import ConfigError, DataError
 
 RELATIONS = ("left of", "right of", "above", "over", "below", "under", "beneath", "next to", "beside")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from captioner.cli import main as cli_main
+from captioner.cli.main import main as cli_main
 from captioner.errors import CheckpointError, ConfigError, DataError
-from captioner.train import main as train_main
+from captioner.training.loop import main as train_main
 from conftest import tiny_config, train_config
 
 
@@ -107,7 +107,7 @@ def test_cli_errors_are_one_line(shapes, tmp_path, capsys):
 
 
 def test_config_file_and_flags_precedence(tmp_path):
-    from captioner.train_cli import add_arguments, config_from_args
+    from captioner.cli.train import add_arguments, config_from_args
     import argparse
 
     cfg_file = tmp_path / "cfg.json"
@@ -122,13 +122,13 @@ def test_config_file_and_flags_precedence(tmp_path):
 
 
 def test_fine_tuning_trains_only_the_last_blocks(shapes, tmp_path):
-    from captioner.model import load_model
+    from captioner.model.caption_model import load_model
 
     cfg = make_cfg(shapes, tmp_path / "ft", epochs=1, fine_tune_blocks=1, encoder_lr=1e-3)
     train_main(cfg)
     tuned = load_model(str(tmp_path / "ft" / "last.safetensors"))
     fresh = load_model(str(tmp_path / "ft" / "last.safetensors"))
-    from captioner.encoder import Encoder
+    from captioner.model.encoder import Encoder
 
     base = Encoder("efficientnet-lite0", 2)
     last = dict(tuned.encoder.trunk.blocks()[-1].named_parameters())
@@ -149,8 +149,8 @@ def test_fine_tuning_from_cached_activations_trains_like_the_live_encoder(shapes
 
 
 def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
-    from captioner.model import CaptionModel
-    from captioner.train import init_weights
+    from captioner.model.caption_model import CaptionModel
+    from captioner.training.loop import init_weights
     import captioner
 
     train_main(make_cfg(shapes, tmp_path / "ft", epochs=1, fine_tune_blocks=1, encoder_lr=1e-2))
@@ -167,10 +167,10 @@ def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
 
 
 def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, monkeypatch):
-    import captioner.train as train
-    from captioner.features import cache_features
-    from captioner.model import CaptionModel
-    from captioner.vocab import Vocab
+    from captioner.training import loop as train
+    from captioner.data.feature_cache import cache_features
+    from captioner.model.caption_model import CaptionModel
+    from captioner.data.vocab import Vocab
 
     cfg = make_cfg(shapes, tmp_path / "v", fine_tune_blocks=2, model=tiny_config("soft", grid=2))
     _, val = train.prepare_data(cfg)
@@ -195,10 +195,10 @@ def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, mo
 
 @pytest.mark.parametrize("n", [0, 2])
 def test_validation_decodes_with_the_configured_repeat_blocking(shapes, tmp_path, monkeypatch, n):
-    import captioner.train as train
-    from captioner.features import cache_features
-    from captioner.model import CaptionModel
-    from captioner.vocab import Vocab
+    from captioner.training import loop as train
+    from captioner.data.feature_cache import cache_features
+    from captioner.model.caption_model import CaptionModel
+    from captioner.data.vocab import Vocab
 
     cfg = make_cfg(shapes, tmp_path / "v", val_no_repeat_ngram=n, model=tiny_config("soft", grid=2))
     _, val = train.prepare_data(cfg)
@@ -224,9 +224,9 @@ def test_bf16_training_learns_like_fp32(shapes, tmp_path):
 
 def test_init_from_warm_starts_hard_attention_from_a_soft_model(shapes, tmp_path):
     import captioner
-    from captioner.model import CaptionModel
-    from captioner.train import init_weights
-    from captioner.vocab import Vocab
+    from captioner.model.caption_model import CaptionModel
+    from captioner.training.loop import init_weights
+    from captioner.data.vocab import Vocab
 
     train_main(make_cfg(shapes, tmp_path / "soft", epochs=1, model=tiny_config("soft", grid=2)))
     source = tmp_path / "soft" / "best.safetensors"

@@ -7,10 +7,10 @@ import dataclasses
 import re
 from pathlib import Path
 
-from captioner.cli import build_parser
+from captioner.cli.main import build_parser
 from captioner.config import OPTION_GROUPS, ModelConfig, TrainConfig
-from captioner.options_doc import REGENERATE, options_markdown
-from captioner.train_cli import default_text, train_options
+from captioner.cli.options_doc import REGENERATE, options_markdown
+from captioner.cli.train import default_text, train_options
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "options.md"
 

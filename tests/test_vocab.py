@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from captioner.errors import ConfigError, DataError
-from captioner.vocab import END, PAD, START, UNK, Vocab, detokenize, tokenize
+from captioner.data.vocab import END, PAD, START, UNK, Vocab, detokenize, tokenize
 
 CAPTIONS = [
     "A dog runs on the grass.",

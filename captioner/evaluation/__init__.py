@@ -1,0 +1,1 @@
+"""Evaluation: scoring a split, the pointing game, the deletion test, familiarity fitting."""

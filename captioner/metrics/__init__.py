@@ -1,0 +1,1 @@
+"""Caption metrics: the corpus scores evaluation reports (pycocoevalcap) and the sentence scores self-critical training rewards."""

@@ -1,0 +1,1 @@
+"""`captioner serve`: the local web page and its HTTP API."""
