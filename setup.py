@@ -13,7 +13,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 WEIGHTS = Path("weights")  # relative to the project root, where the build backend runs
-PACKAGE_WEIGHTS = Path("captioner") / "shipped_weights"  # must match captioner.model.checkpoint.PACKAGE_WEIGHTS_DIR
+PACKAGE_WEIGHTS = Path("captioner") / "shipped_weights"  # must match captioner.model.registry.PACKAGE_WEIGHTS_DIR
 
 
 class BuildPyWithWeights(build_py):

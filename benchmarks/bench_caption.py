@@ -25,7 +25,7 @@ from captioner.data.images import load_image  # noqa: E402
 
 def random_model(vocab_size: int = 2540, features: str | None = None):
     """A default-size model with random decoder weights on the real offline encoder (``features``: the grid)."""
-    from captioner.config import ModelConfig
+    from captioner.model.config import ModelConfig
     from captioner.model.caption_model import CaptionModel
     from captioner.data.vocab import SPECIALS, Vocab
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import torch  # noqa: E402
 
 from captioner.training.batches import caption_tensors, image_tensors, make_pairs  # noqa: E402
-from captioner.config import TrainConfig  # noqa: E402
+from captioner.training.config import TrainConfig# noqa: E402
 from captioner.model.decoder import HardTraining  # noqa: E402
 from captioner.data.feature_cache import cache_features  # noqa: E402
 from captioner.training.losses import caption_loss, update_baseline, update_word_baseline  # noqa: E402

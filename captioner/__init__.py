@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
-from .model.search import CaptionResult, DecodeOptions
+from .model.results import CaptionResult
+from .model.search import DecodeOptions
 from .errors import CaptionerError
-from .model.checkpoint import available_models
+from .model.registry import available_models
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioner.config import ModelConfig
+from captioner.model.config import ModelConfig
 from captioner.data.vocab import Vocab
 
 WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "left", "of", "above", "the", "small", "large"]
@@ -81,7 +81,7 @@ def shapes(tmp_path_factory) -> Path:
 
 def train_config(shapes: Path, out: Path, **kw):
     """A training run on ``shapes`` that takes seconds: tiny hard-attention model, 2 epochs, batches of 4."""
-    from captioner.config import TrainConfig
+    from captioner.training.config import TrainConfig
 
     base = dict(data_format="coco", data=str(shapes / "captions_train.json"), val_data=str(shapes / "captions_val.json"),
                 out=str(out), cache_dir=str(out.parent / "cache"), epochs=2, batch_size=4, min_word_count=1,

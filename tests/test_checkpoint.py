@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 from captioner.cli.main import main
 from captioner.errors import CaptionerError, CheckpointError
 from captioner.model.caption_model import load_model
-from captioner.model.checkpoint import read_checkpoint, resolve_model_path
+from captioner.model.checkpoint import read_checkpoint
+from captioner.model.registry import resolve_model_path
 
 
 def _contents(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -11,12 +11,12 @@ import pytest
 
 from captioner.cli.main import main
 from captioner.data.records import Record
-from captioner.model.search import CaptionResult
+from captioner.model.results import CaptionResult
 from captioner.errors import DataError
 from captioner.evaluation.evaluate import (check_references, coco_results, pointing_items, read_predictions,
                                 training_captions)
 from captioner.metrics.corpus import METRICS
-from captioner.evaluation.pointing import ImageBoxes, InstancesIndex
+from captioner.data.instances import ImageBoxes, InstancesIndex
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java not installed (METEOR, PTB tokenizer)")
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.model.search import CaptionResult, DecodeOptions, decode
+from captioner.model.results import CaptionResult
+from captioner.model.search import DecodeOptions, decode
 from captioner.errors import ConfigError
 from captioner.evaluation.deletion import (STOP_WORDS, ModelScorer, blank_cells, default_cells, deletion_test,
                                     is_content_word, word_probabilities)

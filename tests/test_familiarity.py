@@ -18,12 +18,12 @@ import torch.nn.functional as F
 
 import captioner
 from captioner.cli.main import main
-from captioner.model.search import CaptionResult
+from captioner.model.results import CaptionResult
 from captioner.errors import CheckpointError
 from captioner.evaluation.familiarity import (CENTROIDS_KEY, DEV_KEY, Familiarity, fit, kmeans, photo_vectors, pool,
                                    roc_auc, save_with_familiarity, unfamiliar_note)
 from captioner.model.caption_model import load_model
-from captioner.cli.output import caption_entry
+from captioner.model.results import caption_entry
 from captioner.model.checkpoint import read_checkpoint, save_checkpoint
 
 from conftest import make_checkpoint, random_pngs
@@ -307,7 +307,7 @@ def test_page_writes_familiarity_as_the_report_does():
     import shutil
     import subprocess
 
-    from captioner.evaluation.familiarity import familiarity_text
+    from captioner.model.familiarity import familiarity_text
     from captioner.web.page import _JS
 
     node = shutil.which("node")

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.training.boxes import BoxTargets, box_loss, box_targets, cell_mask
+from captioner.training.boxes import box_loss, box_targets, cell_mask
 from captioner.data.records import Record
 from captioner.model.decoder import Decoder, TrainOut
 from captioner.model.search import DecodeOptions, decode
 from captioner.errors import DataError
 from captioner.training.losses import caption_loss, doubly_stochastic
-from captioner.evaluation.pointing import ImageBoxes, InstancesIndex, load_instances
-from captioner.data.vocab import Vocab
+from captioner.data.instances import ImageBoxes, InstancesIndex, load_instances
 from conftest import tiny_config, tiny_vocab
 
 # one caption of two words on a 2x2 grid: per-cell totals 1.1, 0.5, 0.2, 0.2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioner.config import ModelConfig
+from captioner.model.config import ModelConfig
 from captioner.model.decoder import Decoder, HardTraining
 from captioner.training.losses import caption_loss, update_baseline, update_word_baseline
 
@@ -163,7 +163,7 @@ def test_multi_sample_reinforce_uses_each_paths_leave_one_out_advantage():
 
 
 def test_schedules_anneal_linearly_to_the_last_epoch():
-    from captioner.config import TrainConfig
+    from captioner.training.config import TrainConfig
     from captioner.training.loop import anneal, scheduled
 
     assert [anneal(0.5, 0.0, e, 5) for e in range(5)] == pytest.approx([0.5, 0.375, 0.25, 0.125, 0.0])

@@ -11,8 +11,9 @@ import torch
 from captioner.metrics import meteor as meteor_module
 from captioner.errors import ConfigError, DataError
 from captioner.metrics.meteor import SentenceMeteor
-from captioner.metrics.corpus import _close_meteor
-from captioner.training.self_critical import CaptionReward, sample_captions
+from captioner.metrics.meteor_jvm import close_meteor
+from captioner.model.sampling import sample_captions
+from captioner.training.self_critical import CaptionReward
 from captioner.training.loop import main as train_main
 from conftest import WORDS, train_config
 from test_scst import CANDIDATES, REFS, _model
@@ -30,7 +31,7 @@ def test_sentence_meteor_matches_pycocoevalcap_per_caption():
     try:
         _, per_caption = official.compute_score(gts, res)
     finally:
-        _close_meteor(official)
+        close_meteor(official)
     scorer = SentenceMeteor([[r.split() for r in refs] for refs in REFS])
     try:
         order = [2, 0, 3, 1]  # captions of any images, in any order, score against their own image's references

@@ -13,19 +13,10 @@ from PIL import Image
 
 from captioner.metrics import corpus as metrics
 from captioner.errors import CaptionerError, ConfigError, DataError
-from captioner.metrics.corpus import (
-    METRICS,
-    PointingItem,
-    category_for_word,
-    cell_centre,
-    diversity,
-    items_from_caption_records,
-    load_instances,
-    peak_point,
-    pointing_game,
-    ptb_tokenize,
-    score_captions,
-)
+from captioner.data.instances import category_for_word, load_instances
+from captioner.evaluation.pointing import PointingItem, cell_centre, items_from_caption_records, peak_point, pointing_game
+from captioner.metrics.corpus import METRICS, ptb_tokenize, score_captions
+from captioner.metrics.diversity import diversity
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java for PTB tokenizer / METEOR")
 
@@ -72,7 +63,7 @@ def official_and_ours():
     official["ROUGE-L"] = 100 * Rouge().compute_score(gts, res)[0]
     official["CIDEr"] = 100 * Cider().compute_score(gts, res)[0]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(metrics, "_start_meteor", lambda: meteor)
+        mp.setattr(metrics, "start_meteor", lambda: meteor)
         ours = score_captions(PREDS, REFS)
     return official, ours, meteor, gts
 
@@ -97,7 +88,7 @@ def test_dead_meteor_process_is_an_error_not_a_hang(monkeypatch):
 
     meteor = Meteor()
     meteor.meteor_p.kill()  # as if the JVM could not start (e.g. no memory for its 2 GB heap)
-    monkeypatch.setattr(metrics, "_start_meteor", lambda: meteor)
+    monkeypatch.setattr(metrics, "start_meteor", lambda: meteor)
     with pytest.raises(CaptionerError, match="METEOR"):
         score_captions(PREDS, REFS, metrics=["METEOR"])
     assert not meteor.lock.locked()  # else Meteor.__del__ would block forever
@@ -149,7 +140,7 @@ def test_bleu_only_path_skips_expensive_metrics(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("not asked for")
 
-    monkeypatch.setattr(metrics, "_start_meteor", boom)
+    monkeypatch.setattr(metrics, "start_meteor", boom)
     monkeypatch.setattr("pycocoevalcap.cider.cider.Cider.compute_score", boom)
     monkeypatch.setattr("pycocoevalcap.rouge.rouge.Rouge.compute_score", boom)
     with warnings.catch_warnings():

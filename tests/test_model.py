@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from captioner.model.attention import Attention
-from captioner.config import ATTENTION_TYPES, SCORE_FUNCTIONS, ModelConfig
+from captioner.model.config import ATTENTION_TYPES, SCORE_FUNCTIONS, ModelConfig
 from captioner.model.decoder import Decoder, HardTraining
 from captioner.training.losses import caption_loss, update_baseline
 
@@ -66,7 +66,7 @@ def test_label_smoothing_mixes_in_the_uniform_target_and_logs_the_true_nll():
     torch.testing.assert_close(smooth.total, 0.9 * plain.total + 0.1 * uniform)
     torch.testing.assert_close(plain.total, torch.nn.functional.cross_entropy(out.logits, out.targets))
     assert smooth.ce == plain.ce  # what is logged (and rewarded, for hard attention) is the real NLL
-    from captioner.config import TrainConfig
+    from captioner.training.config import TrainConfig
     from captioner.errors import ConfigError
 
     with pytest.raises(ConfigError, match="label_smoothing"):
@@ -74,7 +74,7 @@ def test_label_smoothing_mixes_in_the_uniform_target_and_logs_the_true_nll():
 
 
 def test_negative_validation_repeat_blocking_is_a_config_error():
-    from captioner.config import TrainConfig
+    from captioner.training.config import TrainConfig
     from captioner.errors import ConfigError
 
     TrainConfig(val_no_repeat_ngram=0).validate()

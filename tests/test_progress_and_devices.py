@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from captioner.cli.main import build_parser, main
-from captioner.config import TrainConfig
+from captioner.training.config import TrainConfig
 from captioner.devices import resolve_device
 from captioner.errors import ConfigError
 from captioner.training.loop import rank_device

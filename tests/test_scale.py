@@ -162,7 +162,7 @@ def test_cached_rows_are_read_with_pread_not_through_the_map(tmp_path, monkeypat
 def _padded_pass(attention: str, rows: int, monkeypatch, train: bool) -> tuple[torch.Tensor, ...]:
     """Teacher forcing with each step rounded up to ``rows`` running captions: outputs and gradients."""
     from captioner.model import decoder as decoder_module
-    from captioner.config import ModelConfig
+    from captioner.model.config import ModelConfig
 
     monkeypatch.setattr(decoder_module, "STEP_ROWS", rows)
     torch.manual_seed(0)

@@ -14,10 +14,11 @@ from pycocoevalcap.cider.cider import Cider
 from captioner.metrics.bleu import SentenceBleu
 from captioner.metrics.cider import CiderD
 from captioner.cli.main import main as cli_main
-from captioner.config import ModelConfig
+from captioner.model.config import ModelConfig
 from captioner.model.decoder import Decoder
 from captioner.errors import ConfigError, DataError
-from captioner.training.self_critical import CaptionReward, sample_captions, scst_loss
+from captioner.model.sampling import sample_captions
+from captioner.training.self_critical import CaptionReward, scst_loss
 from captioner.training.loop import main as train_main
 from captioner.data.vocab import Vocab
 from conftest import WORDS, tiny_config, train_config

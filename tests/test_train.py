@@ -103,7 +103,7 @@ def test_cli_errors_are_one_line(shapes, tmp_path, capsys):
         assert cli_main(["train", "--data", str(shapes / "captions_train.json"), flag, value,
                          "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
-        assert f"unknown" in err and value in err and err.count("\n") == 1
+        assert "unknown" in err and value in err and err.count("\n") == 1
 
 
 def test_config_file_and_flags_precedence(tmp_path):

@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 
 from captioner.cli.main import build_parser
-from captioner.config import OPTION_GROUPS, ModelConfig, TrainConfig
+from captioner.config import OPTION_GROUPS
+from captioner.model.config import ModelConfig
+from captioner.training.config import TrainConfig
 from captioner.cli.options_doc import REGENERATE, options_markdown
 from captioner.cli.train import default_text, train_options
 

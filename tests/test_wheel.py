@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioner.model import checkpoint as weights
+from captioner.model import registry as weights
 from captioner.cli.main import main
 from captioner.errors import ConfigError
 from captioner.model.caption_model import load_model
-from captioner.model.checkpoint import MODELS, available_models, resolve_model_path, search_path
+from captioner.model.registry import MODELS, available_models, resolve_model_path, search_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

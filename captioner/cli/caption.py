@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..model.search import DecodeOptions
 from ..errors import CaptionerError, ConfigError
-from ..evaluation.familiarity import print_unfamiliar_note
+from ..model.familiarity import print_unfamiliar_note
 from ..data.images import find_images, load_image
-from .output import caption_entry, error_entry
+from ..model.results import caption_entry, error_entry
 from .progress import print_result, progress_bar
 
 

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import (Evaluation, check_instances, check_references, coco_results, evaluate, format_table,
                            read_predictions, score, training_captions)
     from ..atomic import write_json
-    from ..evaluation.pointing import load_instances
+    from ..data.instances import load_instances
 
     _check_args(args)
     java = False if args.no_java else None

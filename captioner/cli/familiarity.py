@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``familiarity`` command and its two subcommands."""
     from ..data.records import FORMATS
     from ..devices import add_device_argument
-    from ..evaluation.familiarity import DEFAULT_CENTROIDS, DEFAULT_POOLING, DEFAULT_THRESHOLD, POOLINGS
+    from ..model.familiarity import DEFAULT_CENTROIDS, DEFAULT_POOLING, DEFAULT_THRESHOLD, POOLINGS
 
     sub = p.add_subparsers(dest="familiarity_command", metavar="SUBCOMMAND")
     sub.required = True
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_fit(args: argparse.Namespace) -> int:
     from ..evaluation.familiarity import fingerprint, fit, save_with_familiarity
-    from ..model.checkpoint import resolve_model_path
+    from ..model.registry import resolve_model_path
 
     if not 0 <= args.threshold <= 1:  # checked before minutes of encoding, not after
         raise ConfigError(f"--threshold must be from 0 to 1, got {args.threshold}")

@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
             return 0
         if args.command == "models":
-            from ..model.checkpoint import models_table
+            from ..model.registry import models_table
 
             print(models_table())
             return 0

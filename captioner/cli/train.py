@@ -9,7 +9,11 @@ import argparse
 import dataclasses
 from typing import Any, get_type_hints
 
-from ..config import OPTION_GROUPS, RUNTIME, ModelConfig, TrainConfig, from_dict, load_config_file, to_dict
+from ..config import OPTION_GROUPS, RUNTIME, from_dict, load_config_file, to_dict
+
+from ..model.config import ModelConfig
+
+from ..training.config import TrainConfig
 
 _ALIASES = {"data_format": ("--format",)}
 _SKIPPED = {"model"}  # nested: its fields become flags of their own, ``--attention`` for ``model.attention``

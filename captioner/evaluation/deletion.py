@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from ..model.search import CaptionResult
+from ..model.results import CaptionResult
 from ..errors import ConfigError
 
 #: Function words a caption needs but a picture does not show: left out of the deletion test.

@@ -22,12 +22,15 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..data.records import Record, load_records, read_json
-from ..model.search import CaptionResult, DecodeOptions
+from ..model.results import CaptionResult
+from ..model.search import DecodeOptions
 from ..errors import CaptionerError, ConfigError, DataError
 from .deletion import FaithfulnessOptions, check_cells, deletion_test
 from ..data.images import load_image
-from ..metrics.corpus import METRICS, diversity, score_captions
-from .pointing import InstancesIndex, PointingItem, pointing_game
+from ..metrics.corpus import METRICS, score_captions
+from ..metrics.diversity import diversity
+from ..data.instances import InstancesIndex, instance_key
+from .pointing import PointingItem, pointing_game
 from ..data.vocab import detokenize
 
 _SHOW = 3  # how many example ids an error message lists
@@ -185,15 +188,6 @@ def training_captions(fmt: str, data: str | Path, images: str | Path | None = No
 
 
 # ---------------------------------------------------------------------------------- pointing game
-def instance_key(record: Record, instances: InstancesIndex) -> str | int:
-    """How ``record`` is found in ``instances``: by file name first, then by COCO id."""
-    if instances.find(record.image_path) is not None:
-        return record.image_path
-    if record.image_id.isdigit() and instances.find(int(record.image_id)) is not None:
-        return int(record.image_id)
-    return record.image_path
-
-
 def check_instances(records: Sequence[Record], instances: InstancesIndex) -> int:
     """Number of records the instances file knows; none at all is an error (another dataset's file).
 

@@ -442,7 +442,7 @@ def _entry_html(entry: Any, lut: np.ndarray, opacity: float, image_root: Path | 
     if isinstance(entry.get("score"), (int, float)):
         meta.append(f"score {entry['score']:.3f}")
     if isinstance(entry.get("familiarity"), (int, float)):
-        from ..evaluation.familiarity import familiarity_text
+        from ..model.familiarity import familiarity_text
 
         meta.append(html.escape(familiarity_text(float(entry["familiarity"]))))
     if entry.get("model"):

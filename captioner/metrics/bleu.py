@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cider import Ngram, ngram_counts
 from ..errors import DataError
+from .ngrams import Ngram, ngram_counts
 
 _SMALL, _TINY = 1e-9, 1e-15  # pycocoevalcap's constants
 

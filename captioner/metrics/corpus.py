@@ -8,7 +8,6 @@ CIDEr included), the convention of Xu et al. 2015 and of most later tables.
 Without Java we fall back to a pure-Python imitation of the PTB tokenizer (:func:`ptb_tokenize`) and skip
 METEOR (a Java program); the other metrics then agree with the official ones on ordinary captions.
 
-The attention pointing game lives in :mod:`captioner.pointing` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -19,21 +18,12 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import CaptionerError, ConfigError, DataError
-from ..evaluation.pointing import (  # noqa: F401  (re-exported: one import point for all metrics)
-    InstancesIndex,
-    PointingItem,
-    category_for_word,
-    cell_centre,
-    items_from_caption_records,
-    load_instances,
-    peak_point,
-    pointing_game,
-)
+from .meteor_jvm import close_meteor, meteor_scores, start_meteor
 
 METRICS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 _METRIC_KEYS = {re.sub(r"[^a-z0-9]", "", name.lower()): name for name in METRICS}
@@ -67,7 +57,7 @@ def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hash
 
     # METEOR's JVM spends seconds loading its paraphrase table: start it first so that the loading
     # overlaps tokenisation and the other metrics.
-    meteor = _start_meteor() if use_java and "METEOR" in wanted else None
+    meteor = start_meteor() if use_java and "METEOR" in wanted else None
     try:
         keys = list(gts)
         texts = [c for k in keys for c in gts[k]] + [res[k][0] for k in keys]
@@ -77,9 +67,9 @@ def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hash
         res_tok = {k: [next(it)] for k in keys}
         scores = _python_scores(gts_tok, res_tok, wanted)
         if meteor is not None:
-            scores["METEOR"] = _meteor_score(meteor, gts_tok, res_tok)
+            scores["METEOR"] = meteor_scores(meteor, gts_tok, res_tok, "leave METEOR out of the metrics")[0]
     finally:
-        _close_meteor(meteor)
+        close_meteor(meteor)
     return {name: 100.0 * scores[name] for name in METRICS if name in scores}
 
 
@@ -236,90 +226,3 @@ def ptb_tokenize(text: str) -> str:
             m = _CONTRACTION.fullmatch(tok)
             out.extend(m.groups() if m else (tok,))
     return " ".join(t for t in out if t not in _PTB_DROPPED)
-
-
-# ------------------------------------------------------------------------------------------- METEOR
-def _start_meteor() -> Any:
-    from pycocoevalcap.meteor.meteor import Meteor
-    return Meteor()  # spawns `java -jar meteor-1.5.jar ... -stdio`
-
-
-def _meteor_score(meteor: Any, gts: dict, res: dict) -> float:
-    return _meteor_scores(meteor, gts, res, "leave METEOR out of the metrics")[0]
-
-
-def _meteor_scores(meteor: Any, gts: dict, res: dict, remedy: str) -> tuple[float, list[float]]:
-    """pycocoevalcap's ``compute_score`` (the set's METEOR, each caption's), ending the JVM if it fails.
-
-    An exchange that breaks off leaves the JVM's replies out of step and the wrapper's lock held, so the
-    process is ended whatever stopped it: a dead JVM (an error naming ``remedy``) or an interrupt.
-    """
-    try:
-        score, per_caption = meteor.compute_score(gts, res)
-    except (ValueError, OSError) as exc:  # the JVM died: empty reply or broken pipe
-        err = _close_meteor(meteor).strip().splitlines()
-        raise CaptionerError(f"METEOR (java) failed: {err[-1] if err else exc}; check that Java runs with "
-                             f"a 2 GB heap, or {remedy}") from None
-    except BaseException:  # Ctrl-C mid-exchange
-        _close_meteor(meteor)
-        raise
-    return float(score), [float(x) for x in per_caption]
-
-
-def _close_meteor(meteor: Any) -> str:
-    """End METEOR's JVM now, not whenever the garbage collector runs ``Meteor.__del__``; return its stderr.
-
-    ``compute_score`` leaves its lock held if it raises, and ``__del__`` would then block forever
-    taking it, so release it first; the later ``__del__`` then finds a finished process and returns.
-    """
-    if meteor is None:
-        return ""
-    if meteor.lock.locked():
-        meteor.lock.release()
-    proc = meteor.meteor_p
-    try:
-        proc.stdin.close()  # a dead JVM leaves unflushed bytes: close once here, so __del__ finds it closed
-    except OSError:
-        pass
-    proc.kill()  # no-op once the process has been reaped
-    proc.wait()
-    err = "" if proc.stderr.closed else proc.stderr.read().decode("utf-8", "replace")
-    proc.stdout.close()
-    proc.stderr.close()
-    return err
-
-
-# ---------------------------------------------------------------------------------------- diversity
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def normalize_caption(text: str) -> str:
-    """Lower-case, punctuation removed, whitespace collapsed: the form in which captions count as equal."""
-    return " ".join(_PUNCT.sub("", text.lower()).split())
-
-
-def diversity(captions: Sequence[str], training_captions: Iterable[str] = ()) -> dict[str, float]:
-    """How varied the generated captions are, to catch a model that says one safe sentence everywhere.
-
-    Returns ``captions`` (count), ``vocab_size`` (distinct words used), ``distinct_pct`` (% of captions
-    that are unique), ``avg_length`` (words per caption), and, when ``training_captions`` are given,
-    ``copied_pct`` (% of captions found verbatim in the training set). Captions are compared after
-    :func:`normalize_caption`.
-    """
-    if isinstance(captions, str):
-        raise DataError("diversity() needs a list of captions, got a single string; wrap it in a list")
-    if len(captions) == 0:
-        raise DataError("empty split: no captions to measure diversity on")
-    norm = [normalize_caption(c) for c in captions]
-    words = [c.split() for c in norm]
-    n = len(norm)
-    out = {
-        "captions": float(n),
-        "vocab_size": float(len({w for ws in words for w in ws})),
-        "distinct_pct": 100.0 * len(set(norm)) / n,
-        "avg_length": sum(len(ws) for ws in words) / n,
-    }
-    train = {normalize_caption(c) for c in training_captions}
-    if train:
-        out["copied_pct"] = 100.0 * sum(c in train for c in norm) / n
-    return out

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .meteor_jvm import close_meteor, meteor_scores, start_meteor
 
 
 class SentenceMeteor:
@@ -41,18 +42,16 @@ class SentenceMeteor:
 
     def scores(self, images: Sequence[int], captions: Sequence[Sequence[str]]) -> np.ndarray:
         """METEOR of ``captions[j]`` against the references of ``images[j]``, for every j, in 0..1."""
-        from .corpus import _meteor_scores, _start_meteor
-
         out = np.zeros(len(captions), dtype=np.float64)
         todo = [j for j, c in enumerate(captions) if c]  # an empty caption matches nothing: 0
         if not todo:
             return out
         if self._meteor is None:
-            self._meteor = _start_meteor()
+            self._meteor = start_meteor()
         gts = {k: self._refs[images[j]] for k, j in enumerate(todo)}
         res = {k: [" ".join(captions[j])] for k, j in enumerate(todo)}
         try:
-            _, per_caption = _meteor_scores(self._meteor, gts, res, "leave --scst-meteor-weight at 0")
+            _, per_caption = meteor_scores(self._meteor, gts, res, "leave --scst-meteor-weight at 0")
         except BaseException:
             self._meteor = None  # ended by _meteor_scores; the next call starts a new JVM
             raise
@@ -61,9 +60,7 @@ class SentenceMeteor:
 
     def close(self) -> None:
         """End the JVM now rather than whenever the garbage collector gets to it."""
-        from .corpus import _close_meteor
-
-        _close_meteor(self._meteor)
+        close_meteor(self._meteor)
         self._meteor = None
 
 

@@ -7,22 +7,23 @@ In the spirit of whisper: ``model = captioner.load_model("default")`` then
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from PIL import Image
 
-from ..config import ModelConfig
+from .config import ModelConfig
 from .decoder import Decoder, HardTraining
-from .search import CaptionResult, DecodeOptions, decode
+from .results import CaptionResult
+from .search import DecodeOptions, decode
 from ..devices import resolve_device
 from .encoder import Encoder, build_preprocess
 from ..errors import CaptionerError
 from ..data.images import load_image
 from ..data.vocab import Vocab
-from .checkpoint import check_shapes, read_checkpoint, resolve_model_path
+from .checkpoint import check_shapes, read_checkpoint
+from .registry import resolve_model_path
 
 
 class CaptionModel(torch.nn.Module):
@@ -72,7 +73,7 @@ class CaptionModel(torch.nn.Module):
         """
         feats = self.annotations(inputs, live)
         if samples:
-            from ..training.self_critical import sample_captions
+            from .sampling import sample_captions
 
             return sample_captions(self.decoder, feats, self.vocab, samples, max_len, location_mode=location_mode)
         if captions is None or lengths is None:
@@ -92,7 +93,7 @@ class CaptionModel(torch.nn.Module):
     @torch.no_grad()
     def caption_images(self, images: Sequence[Image.Image], opts: DecodeOptions = DecodeOptions()) -> list[CaptionResult]:
         """Caption already-opened images in one batch."""
-        from ..evaluation.familiarity import annotate
+        from .familiarity import annotate
 
         self.eval()
         feats = self.features(images)
@@ -114,7 +115,7 @@ def load_model(name_or_path: str = "default", device: str | torch.device = "cpu"
     model = CaptionModel(cfg, vocab, fine_tune_blocks=int(extra.get("fine_tune_blocks", 0)),
                          name=extra.get("name") or Path(path).stem)
     model.load_checkpoint_state(path, state)
-    from ..evaluation.familiarity import attach
+    from .familiarity import attach
 
     attach(model, path, state, extra)  # None for a checkpoint fitted without it
     return model.to(device).eval()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, entropy, gather_context, hard_sample, pick_context
-from ..config import ModelConfig, resolve_score
+from .config import ModelConfig, resolve_score
 
 
 @dataclass

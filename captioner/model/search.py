@@ -7,12 +7,12 @@ the length limit, and <end> is not allowed as the first word, so captions are ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .decoder import Decoder
+from .results import CaptionResult
 from ..errors import ConfigError
 from ..data.vocab import Vocab
 
@@ -33,29 +33,6 @@ class DecodeOptions:
     def __post_init__(self) -> None:
         if self.location_samples < 1:
             raise ConfigError(f"--location-samples must be at least 1, got {self.location_samples}")
-
-
-@dataclass
-class CaptionResult:
-    """One caption with its per-word attention (alphas[t] is the map used to produce words[t])."""
-
-    words: list[str]
-    tokens: list[int]
-    score: float  # length-normalised log-probability
-    log_prob: float
-    alphas: np.ndarray  # T x L (T = len(words))
-    locations: list[int] | None = None  # hard attention: chosen cell per word
-    alternatives: list["CaptionResult"] = field(default_factory=list)
-    familiarity: float | None = None  # 0..1, how like the training photos the photo is (None: not fitted)
-
-    @property
-    def caption(self) -> str:
-        return " ".join(self.words)
-
-    @property
-    def image_weights(self) -> np.ndarray:
-        """Each word's total weight on the image cells: 1, or 1 - its sentinel weight with a visual sentinel."""
-        return np.asarray(self.alphas, dtype=np.float64).reshape(len(self.words), -1).sum(1)
 
 
 def _banned(vocab: Vocab, ban_unk: bool) -> list[int]:

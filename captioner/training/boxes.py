@@ -17,7 +17,7 @@ import torch
 
 from ..data.records import Record
 from ..errors import DataError
-from ..evaluation.pointing import ImageBoxes, InstancesIndex, category_for_word
+from ..data.instances import ImageBoxes, InstancesIndex, category_for_word, instance_key
 from ..data.vocab import Vocab
 
 
@@ -67,8 +67,6 @@ def cell_mask(image: ImageBoxes, category: str, grid: int) -> np.ndarray:
 
 def box_targets(records: Sequence[Record], instances: InstancesIndex, vocab: Vocab, grid: int) -> BoxTargets:
     """Targets for the training images ``records`` (in training order); images missing from the file are an error."""
-    from ..evaluation.evaluate import instance_key
-
     entries = [instances.find(instance_key(r, instances)) for r in records]
     missing = sum(e is None for e in entries)
     if missing:

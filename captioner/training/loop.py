@@ -25,7 +25,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .batches import Pairs, epoch_batches, make_pairs
-from ..config import TrainConfig, to_dict
+from ..config import to_dict
+from .config import TrainConfig
 from ..data.records import Record, load_records
 from ..model.search import DecodeOptions, decode
 from .ema import WeightAverage
@@ -258,7 +259,8 @@ def init_weights(model: CaptionModel, path: str) -> None:
     source whose encoder was fine-tuned passes its encoder on too, which needs at least as many of its
     last blocks trainable here: frozen blocks are read from the feature cache, made with the original weights.
     """
-    from ..model.checkpoint import check_shapes, read_checkpoint, resolve_model_path
+    from ..model.checkpoint import check_shapes, read_checkpoint
+    from ..model.registry import resolve_model_path
 
     src = resolve_model_path(path)
     tensors, src_cfg, src_vocab, extra = read_checkpoint(src)
@@ -360,7 +362,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
     pairs = make_pairs(train_recs, store, vocab, cfg.max_len)
     if cfg.instances:
         from .boxes import box_targets
-        from ..evaluation.pointing import load_instances
+        from ..data.instances import load_instances
 
         pairs.boxes = box_targets(pairs.records, load_instances(cfg.instances), vocab, model_cfg.grid)
     reward = (CaptionReward(pairs.references, cfg.scst_bleu_weight, cfg.scst_meteor_weight)

@@ -12,7 +12,7 @@ import torch
 
 from .batches import Pairs, caption_tensors, image_tensors
 from .boxes import box_loss
-from ..config import TrainConfig
+from .config import TrainConfig
 from ..model.decoder import HardTraining
 from ..data.feature_cache import FeatureStore
 from .losses import caption_loss

@@ -40,7 +40,7 @@ from ..model.search import DecodeOptions
 from ..devices import add_device_argument
 from ..errors import CaptionerError, ConfigError, ImageError
 from ..data.images import MAX_PIXELS, is_image_name, load_image
-from ..cli.output import caption_entry, error_entry
+from ..model.results import caption_entry, error_entry
 from .page import render_page, size_text
 
 if TYPE_CHECKING:
@@ -404,7 +404,7 @@ class _SecurityHeaders:
 def load_models(model: str, compare: str | None = "auto", device: str = "cpu") -> dict[str, CaptionModel]:
     """Load the served models once: ``model``, plus ``compare`` (``auto``: the soft/hard counterpart if installed)."""
     from ..model.caption_model import load_model
-    from ..model.checkpoint import ALIASES, available_models
+    from ..model.registry import ALIASES, available_models
 
     names = [model]
     if compare == "auto":

@@ -1,10 +1,38 @@
-"""The ``caption --json`` contract: one plain dict per image, shared by the CLI, reports and the web page."""
+"""What captioning returns: :class:`CaptionResult`, and its ``caption --json`` form.
+
+The JSON form is a contract that other tools read (the CLI, the HTML report, the web page and its
+API all write it), so it is made in this one place.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..model.search import CaptionResult
+import numpy as np
+
+
+@dataclass
+class CaptionResult:
+    """One caption with its per-word attention (alphas[t] is the map used to produce words[t])."""
+
+    words: list[str]
+    tokens: list[int]
+    score: float  # length-normalised log-probability
+    log_prob: float
+    alphas: np.ndarray  # T x L (T = len(words))
+    locations: list[int] | None = None  # hard attention: chosen cell per word
+    alternatives: list["CaptionResult"] = field(default_factory=list)
+    familiarity: float | None = None  # 0..1, how like the training photos the photo is (None: not fitted)
+
+    @property
+    def caption(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def image_weights(self) -> np.ndarray:
+        """Each word's total weight on the image cells: 1, or 1 - its sentinel weight with a visual sentinel."""
+        return np.asarray(self.alphas, dtype=np.float64).reshape(len(self.words), -1).sum(1)
 
 
 def caption_entry(image: str, result: CaptionResult, model: str, grid: int) -> dict[str, Any]:
