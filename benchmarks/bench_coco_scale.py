@@ -141,7 +141,7 @@ def _synth(args: argparse.Namespace, data: Path, env: dict[str, str], work: Path
 
 def _flickr8k_counts(folder: Path) -> tuple[dict[str, int], int]:
     """Train / dev images and training captions of a Flickr8k folder, as `captioner train` reads them."""
-    from captioner.data.records import load_flickr8k
+    from captioner.data.flickr8k import load_flickr8k
 
     train, val = load_flickr8k(folder, splits="train"), load_flickr8k(folder, splits="val")
     return {"train": len(train), "val": len(val)}, sum(len(r.captions) for r in train)

@@ -18,7 +18,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 from captioner.web.server import CaptionService, create_app, load_models, running_server  # noqa: E402
-from captioner.heatmaps.figures import attention_scale, percent  # noqa: E402
+from captioner.heatmaps import attention_scale, percent  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "demo"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

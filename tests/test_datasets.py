@@ -8,14 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioner.data.records import (
-    Record,
-    check_images_exist,
-    load_coco,
-    load_flickr8k,
-    load_karpathy,
-    load_records,
-)
+from captioner.data.coco import load_coco, load_karpathy
+from captioner.data.flickr8k import load_flickr8k
+from captioner.data.formats import load_records
+from captioner.data.records import Record, check_images_exist
 from captioner.errors import ConfigError, DataError
 
 # image id -> (split, file name, captions). Ids 9/10/42 check numeric (not string) ordering.

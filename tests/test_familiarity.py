@@ -221,7 +221,7 @@ def test_stderr_note_below_the_threshold_only(fitted, tmp_path, capsys):
 
 
 def test_html_report_shows_familiarity(fitted, tmp_path):
-    from captioner.heatmaps.figures import render_html_report
+    from captioner.heatmaps import render_html_report
 
     _, dst, paths = fitted
     model = load_model(str(dst))

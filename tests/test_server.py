@@ -28,7 +28,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from captioner.cli import main as cli  # noqa: E402
 from captioner.web.server import (CaptionService, create_app, is_loopback, load_models,  # noqa: E402
                               render_overlays, running_server)
-from captioner.heatmaps.figures import attention_scale  # noqa: E402
+from captioner.heatmaps import attention_scale  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "demo"
 PHOTO = DEMO / "astronaut.jpg"
@@ -168,7 +168,7 @@ def test_page_writes_the_same_figures_as_the_files():
     import subprocess
 
     from captioner.web.page import _JS
-    from captioner.heatmaps.figures import percent
+    from captioner.heatmaps import percent
 
     node = shutil.which("node")
     if node is None:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from captioner.errors import ConfigError
-from captioner.heatmaps.figures import (
+from captioner.heatmaps import (
     attention_scale,
     layout,
     overlay,

@@ -93,7 +93,7 @@ def _write(out: Path, render, *args, **kwargs) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..model.caption_model import load_model
-    from ..heatmaps.figures import render_gif, render_heatmap, render_html_report
+    from ..heatmaps import render_gif, render_heatmap, render_html_report
 
     if args.beam < 1:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")

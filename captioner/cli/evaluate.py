@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..data.records import FORMATS, load_records
+from ..data.formats import FORMATS, load_records
 from ..model.search import DecodeOptions
 from ..devices import add_device_argument
 from ..errors import ConfigError
@@ -107,9 +107,9 @@ def _split(args: argparse.Namespace) -> str | None:
     """The split to load: COCO files hold one split, named in the file (``captions_val2014`` -> val)."""
     if args.format != "coco":
         return args.split or "test"
-    from ..data.records import _coco_split_from_name
+    from ..data.coco import coco_split_from_name
 
-    named = _coco_split_from_name(Path(args.data))
+    named = coco_split_from_name(Path(args.data))
     if args.split and named and args.split != named:
         warnings.warn(f"--split {args.split} but {Path(args.data).name} looks like the {named} split; "
                       f"a COCO captions file holds one split, the one in its name", stacklevel=2)

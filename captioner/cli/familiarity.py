@@ -21,7 +21,7 @@ from ..errors import ConfigError, DataError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``familiarity`` command and its two subcommands."""
-    from ..data.records import FORMATS
+    from ..data.formats import FORMATS
     from ..devices import add_device_argument
     from ..model.familiarity import DEFAULT_CENTROIDS, DEFAULT_POOLING, DEFAULT_THRESHOLD, POOLINGS
 
@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _records(fmt: str, data: str, images: str | None, split: str, skip_missing: bool) -> list[str]:
-    from ..data.records import load_records
+    from ..data.formats import load_records
 
     return [r.image_path for r in load_records(fmt, data, images, split=split, skip_missing=skip_missing)]
 

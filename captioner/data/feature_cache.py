@@ -18,18 +18,29 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..model.encoder import Encoder, build_preprocess
 from ..errors import CaptionerError
 from .images import load_image
 from ..atomic import atomic_path, remove_stale_temps, reserve_space, write_json
 from ..locks import FileLock
+
+
+class Encoder(Protocol):
+    """What the cache needs of an encoder (:class:`captioner.model.encoder.Encoder` is one)."""
+
+    image_size: int
+
+    def cache_key(self) -> str: ...
+    def frozen_part(self, images: torch.Tensor) -> torch.Tensor: ...
+    def preprocessing(self) -> Callable: ...
+    def to(self, device: torch.device | str) -> Encoder: ...
+    def eval(self) -> Encoder: ...
 
 
 def default_cache_dir() -> Path:
@@ -178,7 +189,7 @@ def _encode_all(encoder: Encoder, paths: list[str], stem: Path, fp16: bool, batc
     shape = tuple(encoder.frozen_part(torch.zeros(1, 3, side, side, device=device)).shape[1:])
     valid = np.zeros(len(paths), dtype=bool)
     errors: list[str] = []
-    loader = DataLoader(_ImageFiles(paths, build_preprocess(encoder.spec, encoder.grid, encoder.features)), batch_size=batch_size,
+    loader = DataLoader(_ImageFiles(paths, encoder.preprocessing()), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate,
                         generator=torch.Generator())  # own generator: caching must not shift the global RNG
     with atomic_path(array_path) as tmp:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..data.records import Record, load_records, read_json
+from ..data.formats import load_records
+from ..data.records import Record, read_json
 from ..model.results import CaptionResult
 from ..model.search import DecodeOptions
 from ..errors import CaptionerError, ConfigError, DataError

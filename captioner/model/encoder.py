@@ -239,6 +239,10 @@ class Encoder(nn.Module):
     def image_size(self) -> int:
         return self.spec.image_size(self.grid, self.features)
 
+    def preprocessing(self) -> Callable:
+        """PIL image -> the normalised tensor this encoder was trained on (see :func:`build_preprocess`)."""
+        return build_preprocess(self.spec, self.grid, self.features)
+
     @property
     def feature_dim(self) -> int:
         return self.spec.feature_dim_of(self.features)

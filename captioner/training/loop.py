@@ -27,7 +27,8 @@ from tqdm import tqdm
 from .batches import Pairs, epoch_batches, make_pairs
 from ..config import to_dict
 from .config import TrainConfig
-from ..data.records import Record, load_records
+from ..data.formats import load_records
+from ..data.records import Record
 from ..model.search import DecodeOptions, decode
 from .ema import WeightAverage
 from ..errors import CaptionerError, CheckpointError, ConfigError, DataError, DiskFullError

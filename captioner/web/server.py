@@ -184,7 +184,7 @@ def render_overlays(image: Image.Image, entry: Mapping[str, Any], max_side: int 
     :func:`captioner.visualize.attention_scale`, the code behind the CLI's PNG/GIF/HTML outputs, on the
     upright photo the model saw, so the page and the files always agree.
     """
-    from ..heatmaps.figures import attention_scale, overlay
+    from ..heatmaps import attention_scale, overlay
 
     thumb = image.copy()
     thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
