@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from captioner.model import decoder as decoder_module  # noqa: E402
-from captioner.model.config import ModelConfig# noqa: E402
-from captioner.training.config import HARD_ESTIMATORS, TrainConfig# noqa: E402
+from captioner.model.config import ModelConfig  # noqa: E402
+from captioner.training.config import HARD_ESTIMATORS, TrainConfig  # noqa: E402
 from captioner.model.encoder import FEATURES, feature_dims  # noqa: E402
 from captioner.data.feature_cache import FeatureStore, LiveImages  # noqa: E402
 from captioner.model.caption_model import CaptionModel  # noqa: E402

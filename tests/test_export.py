@@ -10,11 +10,11 @@ from captioner.cli.main import main as cli_main
 
 def test_export_halves_the_file_and_keeps_the_captions(tiny_hard_checkpoint, tmp_path, capsys):
     dst = tmp_path / "shipped.safetensors"
-    assert cli_main(["export", str(tiny_hard_checkpoint), str(dst), "--name", "shipped", "--hard-decode", "expect"]) == 0
+    assert cli_main(["export", str(tiny_hard_checkpoint), str(dst), "--name", "shipped", "--hard-mode", "expect"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert dst.stat().st_size < 0.6 * tiny_hard_checkpoint.stat().st_size
     src, out = captioner.load_model(str(tiny_hard_checkpoint)), captioner.load_model(str(dst))
-    assert out.name == "shipped" and out.cfg.hard_decode == "expect" and src.cfg.hard_decode == "argmax"
+    assert out.name == "shipped" and out.cfg.hard_mode == "expect" and src.cfg.hard_mode == "argmax"
     for k, v in src.decoder.state_dict().items():
         torch.testing.assert_close(out.decoder.state_dict()[k], v, rtol=1e-3, atol=1e-3)
 

@@ -22,30 +22,23 @@ def images(tmp_path_factory):
 def test_cache_is_reused_and_matches_the_encoder(images, tmp_path):
     enc = Encoder("efficientnet-lite0", 2)
     with pytest.warns(UserWarning, match="1 of 4 images could not be read"):
-        store = cache_features(enc, images, tmp_path, fp16=False, progress=False)
-    assert store.shape == (4, 4, 1280)
+        store = cache_features(enc, images, tmp_path, progress=False)
+    assert store.shape == (4, 4, 1280) and store.array.dtype == np.float16  # half the disk of fp32
     assert store.valid.tolist() == [True, True, True, False]
     from captioner.data.images import load_image
     from captioner.model.encoder import build_preprocess
 
     direct = enc(build_preprocess(enc.spec, 2)(load_image(images[1])).unsqueeze(0))[0]
-    torch.testing.assert_close(store.get([1])[0], direct, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(store.get([1])[0], direct, rtol=2e-3, atol=2e-3)
 
     def boom(*a, **k):
         raise AssertionError("the encoder ran again although the cache is valid")
 
     enc.forward = enc.frozen_part = boom
-    again = cache_features(enc, images, tmp_path, fp16=False, progress=False)
+    again = cache_features(enc, images, tmp_path, progress=False)
     assert np.array_equal(np.asarray(again.array), np.asarray(store.array))
 
 
-def test_fp16_cache_is_half_the_size_and_close(images, tmp_path):
-    enc = Encoder("efficientnet-lite0", 2)
-    with pytest.warns(UserWarning):
-        full = cache_features(enc, images[:3] + images[3:], tmp_path, fp16=False, progress=False)
-        half = cache_features(enc, images, tmp_path, fp16=True, progress=False)
-    assert half.array.dtype == np.float16 and full.array.dtype == np.float32
-    torch.testing.assert_close(half.get([0, 1]), full.get([0, 1]), rtol=2e-3, atol=2e-3)
 
 
 def test_a_changed_grid_or_weights_invalidates_the_cache():
@@ -102,13 +95,13 @@ def test_fine_tuning_caches_the_activations_before_the_trained_blocks(images, tm
     frozen, tuned = Encoder("efficientnet-lite0", 2), Encoder("efficientnet-lite0", 2, fine_tune_blocks=1)
     assert frozen.cache_key() != tuned.cache_key()
     with pytest.warns(UserWarning):
-        store = cache_features(tuned, images, tmp_path, fp16=False, progress=False)
+        store = cache_features(tuned, images, tmp_path, progress=False)
     assert store.shape == (4, 320, 2, 2)  # the input of EfficientNet-Lite0's head, at 64 px
     from captioner.data.images import load_image
     from captioner.model.encoder import build_preprocess
 
     pixels = build_preprocess(tuned.spec, 2)(load_image(images[0])).unsqueeze(0)
-    torch.testing.assert_close(tuned.trained_part(store.get([0])), tuned(pixels), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tuned.trained_part(store.get([0])), tuned(pixels), rtol=2e-2, atol=2e-2)  # fp16 cache
     with pytest.raises(Exception, match="has only 17 blocks"):
         Encoder("efficientnet-lite0", 2, fine_tune_blocks=18)
 

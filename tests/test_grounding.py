@@ -22,28 +22,20 @@ from conftest import tiny_config, tiny_vocab
 ALPHAS = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.4, 0.4, 0.1, 0.1]])
 
 
-def test_doubly_stochastic_terms_match_a_hand_computation():
+def test_doubly_stochastic_term_matches_a_hand_computation():
     total = ALPHAS.sum(0, keepdim=True)
-    steps = torch.tensor([2])
     # the paper: (1-1.1)^2 + (1-0.5)^2 + (1-0.2)^2 + (1-0.2)^2
-    assert float(doubly_stochastic(total, steps, "one")) == pytest.approx(0.01 + 0.25 + 0.64 + 0.64)
-    # tau = T/L = 0.5: (0.5-1.1)^2 + 0 + (0.5-0.2)^2 * 2
-    assert float(doubly_stochastic(total, steps, "length")) == pytest.approx(0.36 + 0.09 + 0.09)
-    # evenly spread attention is free under "length", penalised under "one"
-    even = torch.full((1, 4), 0.5)
-    assert float(doubly_stochastic(even, steps, "length")) == pytest.approx(0.0)
-    assert float(doubly_stochastic(even, steps, "one")) == pytest.approx(1.0)
+    assert float(doubly_stochastic(total)) == pytest.approx(0.01 + 0.25 + 0.64 + 0.64)
 
 
-def test_caption_loss_counts_each_captions_own_length_for_the_target():
+def test_caption_loss_adds_the_weighted_doubly_stochastic_term_per_caption():
     # caption 0 has 2 steps (the maps above), caption 1 one step looking at cell 3 only
     out = TrainOut(logits=torch.zeros(3, 5), targets=torch.tensor([1, 2, 3]), caption_index=torch.tensor([0, 1, 0]),
                    alpha_sum=torch.stack([ALPHAS.sum(0), torch.tensor([0.0, 0.0, 0.0, 1.0])]),
                    log_alpha_chosen=torch.zeros(2), entropy=torch.zeros(2), use_expected=torch.zeros(2, dtype=torch.bool),
                    alphas=[], log_location=None)
-    terms = caption_loss(out, alpha_c=2.0, hard=False, baseline=None, ds_target="length")
-    second = 3 * 0.25**2 + 0.75**2  # tau = 1/4 for the one-word caption
-    assert terms.doubly_stochastic == pytest.approx(2.0 * (0.54 + second) / 2)
+    terms = caption_loss(out, alpha_c=2.0, hard=False, baseline=None)
+    assert terms.doubly_stochastic == pytest.approx(2.0 * (1.54 + 3.0) / 2)
     assert terms.ce == pytest.approx(math.log(5))
 
 
@@ -133,13 +125,3 @@ def test_fused_features_project_the_head_once_per_coarse_cell_and_match_an_upsam
     up = torch.nn.functional.interpolate(head, scale_factor=2, mode="nearest").flatten(2).transpose(1, 2)
     want = dec.project.fine(fine.flatten(2).transpose(1, 2)) + dec.project.coarse(up)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-
-
-def test_without_init_mean_the_lstm_starts_knowing_nothing_of_the_image():
-    torch.manual_seed(0)
-    vocab = tiny_vocab()
-    blind = Decoder(tiny_config(vocab_size=len(vocab), init_mean=False))
-    seeing = Decoder(tiny_config(vocab_size=len(vocab)))
-    a, b = torch.randn(1, 4, blind.cfg.feature_dim), torch.randn(1, 4, blind.cfg.feature_dim)
-    torch.testing.assert_close(blind.init_state(blind.memory(a))[0], blind.init_state(blind.memory(b))[0])
-    assert not torch.allclose(seeing.init_state(seeing.memory(a))[0], seeing.init_state(seeing.memory(b))[0])

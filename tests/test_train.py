@@ -34,9 +34,7 @@ def test_training_writes_logs_curves_and_checkpoints(shapes, tmp_path):
     assert model.caption(Path(shapes / "images" / "val").glob("*.jpg").__next__(), beam=2).words
 
 
-@pytest.mark.parametrize("extra", [dict(hard_estimator="token"),
-                                   dict(hard_estimator="togo", location_samples=3, entropy_weight_end=0.0,
-                                        expected_prob_end=0.0)])
+@pytest.mark.parametrize("extra", [dict(hard_estimator="token"), dict(hard_estimator="token", location_samples=3)])
 def test_every_hard_estimator_trains_and_keeps_its_baselines(shapes, tmp_path, extra):
     result = train_main(make_cfg(shapes, tmp_path / "run", **extra))
     rows = result["history"]
@@ -141,11 +139,11 @@ def test_fine_tuning_trains_only_the_last_blocks(shapes, tmp_path):
 
 
 def test_fine_tuning_from_cached_activations_trains_like_the_live_encoder(shapes, tmp_path):
-    kw = dict(epochs=1, fine_tune_blocks=2, encoder_lr=1e-3, fp16_cache=False, model=tiny_config("soft", grid=2))
+    kw = dict(epochs=1, fine_tune_blocks=2, encoder_lr=1e-3, model=tiny_config("soft", grid=2))
     cached = train_main(make_cfg(shapes, tmp_path / "cached", **kw))["history"][0]
     live = train_main(make_cfg(shapes, tmp_path / "live", feature_cache=False, **kw))["history"][0]
-    assert cached["first_ce"] == pytest.approx(live["first_ce"], abs=1e-4)
-    assert cached["ce"] == pytest.approx(live["ce"], rel=1e-3)
+    assert cached["first_ce"] == pytest.approx(live["first_ce"], abs=2e-3)  # the cache holds fp16 activations
+    assert cached["ce"] == pytest.approx(live["ce"], rel=2e-3)
 
 
 def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
@@ -193,14 +191,15 @@ def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, mo
     assert seen[0][1] == [False, False] and model.training and net._blocks[-1].training and net._conv_head.training
 
 
-@pytest.mark.parametrize("n", [0, 2])
-def test_validation_decodes_with_the_configured_repeat_blocking(shapes, tmp_path, monkeypatch, n):
+def test_validation_decodes_as_captioning_does(shapes, tmp_path, monkeypatch):
     from captioner.training import loop as train
     from captioner.data.feature_cache import cache_features
     from captioner.model.caption_model import CaptionModel
     from captioner.data.vocab import Vocab
 
-    cfg = make_cfg(shapes, tmp_path / "v", val_no_repeat_ngram=n, model=tiny_config("soft", grid=2))
+    from captioner.model.search import DecodeOptions
+
+    cfg = make_cfg(shapes, tmp_path / "v", model=tiny_config("soft", grid=2))
     _, val = train.prepare_data(cfg)
     vocab = Vocab.build([c for r in val for c in r.captions], min_count=1)
     cfg.model.vocab_size = len(vocab)
@@ -210,7 +209,7 @@ def test_validation_decodes_with_the_configured_repeat_blocking(shapes, tmp_path
     real = train.decode
     monkeypatch.setattr(train, "decode", lambda d, f, v, opts: seen.append(opts) or real(d, f, v, opts))
     train.validate(model, val, store, cfg, torch.device("cpu"))
-    assert seen and all(o.no_repeat_ngram == n and o.beam == cfg.val_beam for o in seen)
+    assert seen and all(o.no_repeat_ngram == DecodeOptions().no_repeat_ngram and o.beam == cfg.val_beam for o in seen)
 
 
 def test_bf16_training_learns_like_fp32(shapes, tmp_path):

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="the .safetensors file to write")
     p.add_argument("--name", help="model name stored in the file (default: the file name)")
     p.add_argument("--fp32", action="store_true", help="keep float32 tensors (default: fp16, half the size)")
-    p.add_argument("--hard-decode", choices=["argmax", "expect", "sample"], help="hard attention's test-time mode")
+    p.add_argument("--hard-mode", choices=["argmax", "expect", "sample"],
+                   help="hard attention's location at test time, stored in the file (default: the checkpoint's)")
 
     p = sub.add_parser("serve", help="a local web page to caption photos and explore attention")
     from ..web.server import add_arguments as add_serve_arguments
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..model.checkpoint import export_checkpoint
 
             path = export_checkpoint(args.source, args.dest, half=not args.fp32, name=args.name,
-                                     hard_decode=args.hard_decode)
+                                     hard_mode=args.hard_mode)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
             return 0
         if args.command == "models":

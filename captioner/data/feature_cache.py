@@ -2,7 +2,7 @@
 
 For a frozen encoder that is the annotation grid itself; when the last blocks are fine-tuned, it is the
 activations where those blocks begin, so each training step runs only the blocks being trained.
-Features live in a memory-mapped ``.npy`` (fp16 by default: half the disk, no measurable loss) under a
+Features live in a memory-mapped fp16 ``.npy`` (half the disk of fp32, no measurable loss) under a
 folder named by the encoder's cache key (name, weights, grid, preprocessing, fine-tuned blocks) and by
 the list of images. Any change gives a new key, so a stale cache is never read.
 
@@ -146,10 +146,10 @@ def _list_hash(paths: Sequence[str]) -> str:
 
 
 def cache_entry(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path | None = None,
-                fp16: bool = True) -> Path:
+) -> Path:
     """The cache entry of these images: ``STEM.npy`` (features), ``STEM.json`` (index), ``STEM.lock`` (writer)."""
     folder = Path(cache_dir or default_cache_dir()) / encoder.cache_key()
-    return folder / f"{_list_hash([str(p) for p in paths])}{'-fp16' if fp16 else ''}"
+    return folder / f"{_list_hash([str(p) for p in paths])}-fp16"
 
 
 def _cached(stem: Path, paths: list[str]) -> FeatureStore | None:
@@ -163,14 +163,14 @@ def _cached(stem: Path, paths: list[str]) -> FeatureStore | None:
 
 
 def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path | None = None, *,
-                   fp16: bool = True, batch_size: int = 32, workers: int = 0, progress: bool = True,
+                   batch_size: int = 32, workers: int = 0, progress: bool = True,
                    device: torch.device | str = "cpu") -> FeatureStore:
     """Encode every image once (or reuse the cache) and return the memory-mapped store.
 
     Unreadable images do not stop the run: they are reported together at the end and marked invalid.
     """
     paths = [str(p) for p in paths]
-    stem = cache_entry(encoder, paths, cache_dir, fp16)
+    stem = cache_entry(encoder, paths, cache_dir)
     remove_stale_temps(stem.parent)
     store = _cached(stem, paths)
     if store is not None:
@@ -178,10 +178,10 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
     stem.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(stem.with_suffix(".lock"), "feature cache entry", wait=True):
         # whoever held the lock may just have written this very entry
-        return _cached(stem, paths) or _encode_all(encoder, paths, stem, fp16, batch_size, workers, progress, device)
+        return _cached(stem, paths) or _encode_all(encoder, paths, stem, batch_size, workers, progress, device)
 
 
-def _encode_all(encoder: Encoder, paths: list[str], stem: Path, fp16: bool, batch_size: int, workers: int,
+def _encode_all(encoder: Encoder, paths: list[str], stem: Path, batch_size: int, workers: int,
                 progress: bool, device: torch.device | str) -> FeatureStore:
     meta_path, array_path = stem.with_suffix(".json"), stem.with_suffix(".npy")
     encoder = encoder.to(device).eval()
@@ -193,7 +193,7 @@ def _encode_all(encoder: Encoder, paths: list[str], stem: Path, fp16: bool, batc
                         num_workers=workers, collate_fn=_collate,
                         generator=torch.Generator())  # own generator: caching must not shift the global RNG
     with atomic_path(array_path) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if fp16 else np.float32, shape=(len(paths), *shape))
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(paths), *shape))
         reserve_space(tmp)
         with torch.no_grad():
             for idx, batch, bad in tqdm(loader, desc="encoding images", unit="batch", disable=not progress):

@@ -17,7 +17,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import DataError
-from .ngrams import Ngram, ngram_counts
+
+Ngram = tuple[str, ...]
+
+
+def ngram_counts(words: Sequence[str], n: int = 4) -> Counter[Ngram]:
+    """Counts of every 1..n-gram of a tokenised caption."""
+    counts: Counter[Ngram] = Counter()
+    for k in range(1, n + 1):
+        for i in range(len(words) - k + 1):
+            counts[tuple(words[i : i + k])] += 1
+    return counts
+
 
 class _Vector:
     """A caption's tf-idf vectors per n-gram order, their norms, and CIDEr's length (its bigram count)."""

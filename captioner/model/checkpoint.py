@@ -15,8 +15,8 @@ import torch
 
 from ..config import from_dict, to_dict
 
-from .config import MODEL_BEFORE_FIELDS, ModelConfig
-from ..errors import CaptionerError, CheckpointError
+from .config import ModelConfig, upgrade_config
+from ..errors import CaptionerError, CheckpointError, ConfigError
 from ..atomic import write_bytes
 from ..data.vocab import Vocab
 from .registry import resolve_model_path
@@ -81,13 +81,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
                               f"(this captioner reads version {VERSION}); upgrade captioner")
     try:
         raw = json.loads(meta["config"])
-        if isinstance(raw, dict):  # an older checkpoint: the fields it lacks take the values it was trained with
-            raw = {**MODEL_BEFORE_FIELDS, **raw}
+        if isinstance(raw, dict):  # an older checkpoint: in today's terms
+            raw = upgrade_config(raw)
         cfg = from_dict(ModelConfig, raw, f"{p}: config")
         vocab = Vocab.from_dict(json.loads(meta["vocab"]), f"{p}: vocabulary")
         extra = json.loads(meta.get("extra", "{}"))
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{p}: checkpoint metadata is corrupt ({exc})") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{p}: {exc}") from None
     _check_config(p, cfg)
     _check_extra(p, extra)
     if len(vocab) != cfg.vocab_size:
@@ -145,11 +147,11 @@ def check_shapes(path: str | Path, expected: dict[str, torch.Tensor], got: dict[
 
 
 def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True, name: str | None = None,
-                      hard_decode: str | None = None) -> Path:
+                      hard_mode: str | None = None) -> Path:
     """Copy a training checkpoint into a shippable one: fp16 tensors, a model name, a test-time hard mode."""
     tensors, cfg, vocab, extra = read_checkpoint(resolve_model_path(str(src)))
-    if hard_decode:
-        cfg.hard_decode = hard_decode
+    if hard_mode:
+        cfg.hard_mode = hard_mode
         cfg.validate()
     extra = {**extra, "name": name or extra.get("name") or Path(dst).stem, "exported_from": Path(src).name}
     save_checkpoint(dst, tensors, cfg, vocab, extra=extra, half=half)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import ATTENTION, HARD, MODEL, option
 from ..errors import ConfigError
 
 ATTENTION_TYPES = ("soft", "hard", "local")
 SCORE_FUNCTIONS = ("additive", "dot", "general")
-HARD_DECODE_MODES = ("argmax", "expect", "sample")
+HARD_MODES = ("argmax", "expect", "sample")
 
 #: what ``score: auto`` means for each attention type (see ModelConfig.score)
 AUTO_SCORE = {"soft": "general", "hard": "additive", "local": "additive"}
@@ -45,14 +46,14 @@ class ModelConfig:
     dropout: float = option(0.5, "dropout probability on the LSTM state and the output layer's input", MODEL)
     local_sigma: float = option(1.0, "local attention: width (standard deviation) of the Gaussian window, in grid "
                                 "cells", ATTENTION)
-    hard_decode: str = option("argmax", "hard attention at test time: argmax (the most likely cell) | expect (the "
-                              "expected context, as soft attention) | sample (a random cell)", HARD)
+    hard_mode: str = option("argmax", "hard attention at test time: argmax (the most likely cell) | expect (the "
+                            "expected context, as soft attention) | sample (a random cell); set by `captioner "
+                            "export --hard-mode`", HARD, flag=False)
+    # architecture facts of older checkpoints, not choices: every model since 2026-12 has both
     position: bool = option(True, "add a learned 2-D (row + column) embedding to every grid cell's annotation",
-                            ATTENTION)
+                            ATTENTION, flag=False)
     word_query: bool = option(True, "attention queries with the previous LSTM state plus the word just read "
-                              "(off: the state alone)", ATTENTION)
-    init_mean: bool = option(True, "start the LSTM from the mean annotation, as the paper (off: from a learned "
-                             "start that knows nothing of the image)", MODEL)
+                              "(off: the state alone)", ATTENTION, flag=False)
     sentinel: bool = option(False, "visual sentinel (Lu et al. 2017): a word may attend to a non-visual slot "
                             "instead of the image", ATTENTION)
     vocab_size: int = option(0, "words in the vocabulary; filled in from the training data", MODEL, flag=False)
@@ -72,8 +73,8 @@ class ModelConfig:
         self.score = resolve_score(self.score, self.attention)
         if self.score not in SCORE_FUNCTIONS:
             raise ConfigError(f"unknown score function {self.score!r}; choose one of {', '.join(SCORE_FUNCTIONS)}")
-        if self.hard_decode not in HARD_DECODE_MODES:
-            raise ConfigError(f"unknown hard_decode {self.hard_decode!r}; choose one of {', '.join(HARD_DECODE_MODES)}")
+        if self.hard_mode not in HARD_MODES:
+            raise ConfigError(f"unknown hard_mode {self.hard_mode!r}; choose one of {', '.join(HARD_MODES)}")
         from .encoder import check_features
 
         check_features(ENCODERS[self.encoder], self.features, self.grid)
@@ -86,6 +87,19 @@ class ModelConfig:
 
 
 # what a checkpoint written before a field existed meant by its absence (the model it was trained as)
-MODEL_BEFORE_FIELDS = {"init_mean": True, "features": "head", "position": False, "word_query": False, "sentinel": False, "fine_dim": 0}
+MODEL_BEFORE_FIELDS = {"features": "head", "position": False, "word_query": False, "sentinel": False, "fine_dim": 0}
+
+
+def upgrade_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored config in today's terms: fields it lacks take the values it was trained with,
+    renamed fields take their new names, and a removed switch is dropped where it held the one behaviour
+    still built (a ConfigError where it did not: that model can no longer be rebuilt)."""
+    raw = {**MODEL_BEFORE_FIELDS, **raw}
+    if "hard_decode" in raw:
+        raw["hard_mode"] = raw.pop("hard_decode")
+    if raw.pop("init_mean", True) is not True:
+        raise ConfigError("the model starts its LSTM without the mean annotation (init_mean false), which this "
+                          "version no longer builds; retrain it")
+    return raw
 
 

@@ -23,14 +23,10 @@ class Memory:
 
     ann: torch.Tensor  # B x L x P projected annotations
     keys: torch.Tensor  # B x L x * attention keys (score-specific precomputation)
-    # scorer_only: keys has 2B rows, the images' own, then those of their detached annotations (select's
-    # key_index picks); the sampling rows read the latter, so REINFORCE stops at the scorer
-    scorer_only: bool = False
 
-    def select(self, index: torch.Tensor, key_index: torch.Tensor | None = None) -> "Memory":
-        """Rows ``index`` (beam search expands and reorders images); keys from ``key_index`` when given."""
-        keys = self.keys.index_select(0, index if key_index is None else key_index)
-        return Memory(self.ann.index_select(0, index), keys, self.scorer_only)
+    def select(self, index: torch.Tensor) -> "Memory":
+        """Rows ``index`` (beam search expands and reorders images)."""
+        return Memory(self.ann.index_select(0, index), self.keys.index_select(0, index))
 
 
 @dataclass
@@ -77,15 +73,11 @@ class HardTraining:
     """How hard attention trains under teacher forcing, in one value (each field is a TrainConfig option).
 
     ``expected_prob``: share of captions on the expected context (the paper's 0.5); ``location_samples``:
-    location paths per sampled caption (leave-one-out baselines from 2); ``gate_from_expected``: only
-    expected-context captions train the gate beta_t; ``reinforce_scope``: ``attention`` keeps REINFORCE's
-    gradient inside the scorer (see :meth:`Decoder.step`), ``all`` lets it reach everything, as the paper.
+    location paths per sampled caption (leave-one-out baselines from 2).
     """
 
     expected_prob: float = 0.5
     location_samples: int = 1
-    gate_from_expected: bool = False
-    reinforce_scope: str = "all"
 
 
 STEP_ROWS = 16  # teacher forcing rounds each step's running captions up to a multiple of this
@@ -147,8 +139,6 @@ class Decoder(nn.Module):
     def init_state(self, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """h_0, c_0 from the mean annotation, as in the paper."""
         mean = memory.ann.mean(1)
-        if not self.cfg.init_mean:  # every word must then come through attention: the state knows only what was looked at
-            mean = torch.zeros_like(mean)
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
 
     # --- one word --------------------------------------------------------------------------------
@@ -160,25 +150,16 @@ class Decoder(nn.Module):
 
     def step(self, h: torch.Tensor, c: torch.Tensor, memory: Memory, emb: torch.Tensor, emb_gates: torch.Tensor, *,
              mode: str = "expect", use_expected: torch.Tensor | None = None,
-             generator: torch.Generator | None = None, gate_from_expected: bool = False) -> StepOut:
+             generator: torch.Generator | None = None) -> StepOut:
         """Attend with h_{t-1} (and the word E y_{t-1} just read), update the LSTM with [E y_{t-1}; z_t].
 
         ``emb_gates`` is the E y part of the LSTM gates, precomputed. ``mode`` only matters for hard
         attention: ``sample`` (training, or sampled decoding), ``argmax`` (the most likely location) or
         ``expect`` (the expected context). Rows where ``use_expected`` is true take the expected context
-        whatever the mode (the paper's variance reduction during training); with ``gate_from_expected``
-        only they train the context gate beta_t (the others see it, detached). With a sentinel, the
+        whatever the mode (the paper's variance reduction during training). With a sentinel, the
         softmax runs over the L cells and one non-visual slot, and alpha keeps the cells' part.
-        When ``memory`` is ``scorer_only`` (training with ``reinforce_scope="attention"``), the rows that
-        sample a location score it from a detached state and detached annotations (their keys, chosen
-        once per caption by :meth:`forward`, are of the detached annotations): REINFORCE's gradient
-        then trains the scorer's own weights only, and the LSTM, embeddings and projection learn from
-        the words alone (the expected rows still backpropagate into them, as soft attention does).
         """
         query = h + self.query_word(emb) if self.cfg.word_query else h
-        if memory.scorer_only and use_expected is not None:  # only teacher-forced hard training is scorer_only
-            scorer_query = h.detach() + self.query_word(emb.detach()) if self.cfg.word_query else h.detach()
-            query = torch.where(use_expected.unsqueeze(1), query, scorer_query)
         logits = self.attention.logits(memory.keys, query)
         beta = sentinel = None
         if self.cfg.sentinel:
@@ -202,10 +183,7 @@ class Decoder(nn.Module):
             z = gather_context(memory.ann, alpha)
         if beta is not None:
             z = z + beta.unsqueeze(1) * sentinel
-        gate = torch.sigmoid(self.f_beta(h))
-        if gate_from_expected and use_expected is not None and location is not None:
-            gate = torch.where(use_expected.unsqueeze(1), gate, gate.detach())
-        z = gate * z
+        z = torch.sigmoid(self.f_beta(h)) * z
         E = self.cfg.embed_dim
         gates = torch.addmm(emb_gates, z, self.lstm.weight_ih[:, E:].t())
         gates = torch.addmm(gates, h, self.lstm.weight_hh.t())
@@ -254,17 +232,10 @@ class Decoder(nn.Module):
             captions, lengths = captions.index_select(0, path_of), lengths.index_select(0, path_of)
             image_index, use_expected = image_index.index_select(0, path_of), use_expected.index_select(0, path_of)
             B = captions.shape[0]
-        key_index = None
-        if hard and self.training and hard_training.reinforce_scope == "attention":
-            # the keys of the detached annotations sit after the images' own; each sampling caption reads
-            # those (picked once here, not mixed at every step)
-            keys_rl = self.attention.keys(per_image.ann.detach())
-            per_image = Memory(per_image.ann, torch.cat([per_image.keys, keys_rl]), scorer_only=True)
-            key_index = torch.where(use_expected, image_index, image_index + keys_rl.shape[0])
         h, c = self.init_state(per_image)
         h, c = h.index_select(0, image_index), c.index_select(0, image_index)
         steps = lengths - 1  # predictions per caption
-        mode = "sample" if self.training else self.cfg.hard_decode
+        mode = "sample" if self.training else self.cfg.hard_mode
         T = int(steps.max())
         emb, pre = self.embed_gates(captions[:, :T])  # B x T x E, B x T x 4H
         hs, zs, embs, targets, index, alphas, log_locs, step_index = [], [], [], [], [], [], [], []
@@ -280,10 +251,9 @@ class Decoder(nn.Module):
             # then come in a few sizes that repeat from batch to batch, which the C heap can reuse instead
             # of fragmenting (RssAnon grew past 4 GB over a COCO-sized epoch with one size per b).
             run = min(B, -(-b // STEP_ROWS) * STEP_ROWS)
-            memory = per_image.select(image_index[:run], None if key_index is None else key_index[:run])
+            memory = per_image.select(image_index[:run])
             out = self.step(h[:run], c[:run], memory, emb[:run, t], pre[:run, t], mode=mode,
-                            use_expected=None if use_expected is None else use_expected[:run],
-                            gate_from_expected=hard_training.gate_from_expected)
+                            use_expected=None if use_expected is None else use_expected[:run])
             h, c = out.h, out.c
             hs.append(out.h[:b])
             zs.append(out.z[:b])

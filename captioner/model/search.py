@@ -123,7 +123,7 @@ def _grow_paths(path_weight: torch.Tensor | None, step: _Step, rows: torch.Tenso
 def greedy(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: DecodeOptions) -> list[CaptionResult]:
     """Most likely word at each step (or a sampled one with ``opts.sample``), for a batch of images."""
     B, device = feats.shape[0], feats.device
-    mode = opts.hard_mode or decoder.cfg.hard_decode
+    mode = opts.hard_mode or decoder.cfg.hard_mode
     memory, h, c, path_weight = _start(decoder, feats, 1, _paths(opts, mode, decoder))
     gen = torch.Generator(device=device).manual_seed(opts.seed)
     prev = torch.full((B,), vocab.start_id, dtype=torch.long, device=device)
@@ -175,7 +175,7 @@ def beam_search(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, opts: Decod
     """
     B, K, device = feats.shape[0], opts.beam, feats.device
     V = decoder.cfg.vocab_size
-    mode = opts.hard_mode or decoder.cfg.hard_decode
+    mode = opts.hard_mode or decoder.cfg.hard_mode
     memory, h, c, path_weight = _start(decoder, feats, K, _paths(opts, mode, decoder))
     gen = torch.Generator(device=device).manual_seed(opts.seed)
     scores = torch.full((B, K), -float("inf"), device=device)

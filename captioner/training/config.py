@@ -9,8 +9,7 @@ from ..devices import DEFAULT_DEVICE, DEVICE_HELP
 from ..errors import ConfigError
 from ..model.config import ModelConfig
 
-HARD_ESTIMATORS = ("paper", "token", "togo")
-REINFORCE_SCOPES = ("all", "attention")
+HARD_ESTIMATORS = ("paper", "token")
 SCST_LOCATIONS = ("sample", "argmax")
 OBJECTIVES = ("xe", "scst")
 
@@ -24,6 +23,8 @@ class TrainConfig:
                        "Karpathy JSON, or a Flickr8k folder or caption file", DATA)
     images: str | None = option(None, "images folder (coco and karpathy; none: looked for beside the data file)",
                                 DATA)
+    val_images: str | None = option(None, "validation images folder (coco and karpathy; none: the --images folder, "
+                                    "else looked for beside the validation data file)", DATA)
     val_data: str | None = option(None, "the validation captions JSON, needed by --format coco (karpathy and "
                                   "flickr8k validate on --val-split of --data)", DATA)
     train_split: str = option("train", "split(s) trained on, e.g. train or train,restval (karpathy and flickr8k "
@@ -33,8 +34,6 @@ class TrainConfig:
                       "and the resume state", RUNTIME)
     cache_dir: str | None = option(None, "folder of the encoder feature cache (none: ~/.cache/captioner/features)",
                                    RUNTIME)
-    fp16_cache: bool = option(True, "store cached features as float16: half the disk, no measurable loss (off: "
-                              "float32)", RUNTIME)
     skip_missing: bool = option(False, "leave out images missing on disk, with a warning (off: a missing image is "
                                 "an error)", DATA)
     min_word_count: int = option(5, "a word enters the vocabulary when it occurs at least this many times in the "
@@ -52,7 +51,6 @@ class TrainConfig:
                                    OPTIMISATION)
     feature_cache: bool = option(True, "cache what the encoder computes up to its trained blocks, once per image "
                                  "(off: run the whole encoder live every batch)", RUNTIME)
-    weight_decay: float = option(0.0, "Adam weight decay (L2 penalty) of every trained parameter", OPTIMISATION)
     grad_clip: float = option(5.0, "clip the gradient's global norm to this before each step (0: no clipping)",
                               OPTIMISATION)
     lr_decay: float = option(0.8, "multiply the learning rates by this when validation BLEU-4 has not improved for "
@@ -64,11 +62,7 @@ class TrainConfig:
     early_stop: int = option(4, "stop after this many epochs in a row without a better validation BLEU-4",
                              OPTIMISATION)
     alpha_c: float = option(0.0, "weight of the doubly stochastic attention penalty, which pushes each cell's "
-                            "attention summed over the words towards --ds-target (the paper: 1; 0: off, see "
-                            "BENCHMARKS.md)", ATTENTION)
-    ds_target: str = option("one", "target of each cell's summed attention in the doubly stochastic penalty: one (the "
-                            "paper) | length (T/L for a caption of T words: penalises only uneven attention)",
-                            ATTENTION)
+                            "attention summed over the words towards 1 (the paper: 1; 0: off, see BENCHMARKS.md)", ATTENTION)
     instances: str | None = option(None, "COCO instances JSON of the training images: supervise attention with the "
                                    "boxes of the categories the words name", ATTENTION)
     box_weight: float = option(1.0, "with --instances: weight of the box loss -sum gamma log alpha, gamma uniform "
@@ -77,37 +71,18 @@ class TrainConfig:
                                     "uniform (0: plain cross-entropy)", OPTIMISATION)
     entropy_weight: float = option(0.01, "hard attention: weight lambda_e of the bonus for the entropy of the "
                                    "attention distribution a location is sampled from (keeps it exploring)", HARD)
-    reinforce_weight: float = option(1.0, "hard attention: weight lambda_r of the REINFORCE term that trains where "
-                                     "attention samples", HARD)
-    baseline_decay: float = option(0.9, "hard attention: decay of the moving-average REINFORCE baseline, "
-                                   "b <- decay b + (1 - decay) log p (per word for the token and togo estimators)",
-                                   HARD)
     expected_prob: float = option(0.5, "hard attention: probability that a caption is trained on the expected (soft) "
                                   "context instead of a sampled location", HARD)
     hard_estimator: str = option("paper", "hard attention: what REINFORCE rewards a sampled location with: paper "
                                  "(the caption's log p, minus a moving average) | token (the log p of the word it was "
-                                 "chosen for, minus that word's moving average) | togo (the log p of the words from "
-                                 "it on, minus their moving averages); token and togo average the term over words, paper "
-                                 "over captions", HARD)
+                                 "chosen for, minus that word's moving average; averaged over words, paper over "
+                                 "captions)", HARD)
     location_samples: int = option(1, "hard attention: location paths sampled per caption; 2 or more: each path's "
                                    "baseline is the mean reward of the others (leave-one-out)", HARD)
-    gate_from_expected: bool = option(False, "hard attention: the context gate beta_t learns only from the captions "
-                                      "on the expected context, so sampled cells (noise while attention is still "
-                                      "diffuse) cannot shut the image out of the decoder", HARD)
-    reinforce_scope: str = option("all", "hard attention: what the REINFORCE term of the locations trains: all "
-                                  "(everything on the path to log alpha: the scorer, the LSTM, the embeddings and the "
-                                  "annotation projection, as in the paper) | attention (the scorer's own weights only: "
-                                  "the LSTM and the projection learn from the words alone, free of REINFORCE's noise)",
-                                  HARD)
-    entropy_weight_end: float | None = option(None, "hard attention: anneal --entropy-weight linearly from the first "
-                                              "epoch to this at the last (none: constant)", HARD)
-    expected_prob_end: float | None = option(None, "hard attention: anneal --expected-prob linearly from the first "
-                                             "epoch to this at the last (none: constant)", HARD)
     val_beam: int = option(3, "beam size of the validation decoding whose BLEU-4 picks best.safetensors, decays the "
                            "learning rate and stops early", OPTIMISATION)
-    val_no_repeat_ngram: int = option(3, "validation decoding never repeats an n-gram of this length, like `captioner "
-                                      "caption` (0: off, as before 2026-11-22)", OPTIMISATION)
-    val_images: int | None = option(None, "decode only the first N validation images each epoch (none: all)", DATA)
+    val_max_images: int | None = option(None, "validate on only the first N validation images each epoch (none: all of "
+                                        "them)", DATA)
     seed: int = option(0, "seed of every random draw (initial weights, batch order, dropout, sampled locations): "
                        "the same seed gives the same run", RUNTIME)
     workers: int = option(0, "image-loading worker processes while the feature cache is built (0: the main "
@@ -117,8 +92,6 @@ class TrainConfig:
     precision: str = option("fp32", "arithmetic: fp32 | bf16 (autocast matrix products to bfloat16; about 2x faster "
                             "on CPUs with AVX512-BF16 or AMX)", RUNTIME)
     progress: bool = option(True, "progress bars on stderr while caching features and training", RUNTIME)
-    random_encoder: bool = option(False, "build the encoder with random weights instead of pretrained ones (tests "
-                                  "only)", MODEL)
     encoder_weights: str | None = option(None, "a weight file for a torchvision encoder (none: torchvision's cache "
                                          "folder)", MODEL)
     init_from: str | None = option(None, "start from this checkpoint's weights, a model name or path with the same "
@@ -129,7 +102,6 @@ class TrainConfig:
                             "(self-critical: reinforce the model's own samples by their CIDEr-D)", SCST)
     scst_samples: int = option(5, "scst: captions sampled per image; each is judged against the mean reward of the "
                                "others", SCST)
-    scst_bleu_weight: float = option(0.0, "scst: reward = CIDEr-D + this x sentence BLEU-4", SCST)
     scst_meteor_weight: float = option(0.0, "scst: add this x sentence METEOR (0..1, from the Java METEOR 1.5 that "
                                        "evaluation uses) to the reward; needs Java", SCST)
     scst_xe_weight: float = option(0.0, "scst: add this x the cross-entropy on the reference captions to the loss, "
@@ -155,30 +127,20 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns the average off")
-        if min(self.scst_bleu_weight, self.scst_meteor_weight, self.scst_xe_weight) < 0:
-            raise ConfigError("scst_bleu_weight, scst_meteor_weight and scst_xe_weight must be >= 0")
+        if min(self.scst_meteor_weight, self.scst_xe_weight) < 0:
+            raise ConfigError("scst_meteor_weight and scst_xe_weight must be >= 0")
         if self.hard_estimator not in HARD_ESTIMATORS:
             raise ConfigError(f"unknown hard_estimator {self.hard_estimator!r}; choose one of {', '.join(HARD_ESTIMATORS)}")
         if self.location_samples < 1:
             raise ConfigError(f"location_samples must be at least 1, got {self.location_samples}")
-        if self.reinforce_scope not in REINFORCE_SCOPES:
-            raise ConfigError(f"unknown reinforce_scope {self.reinforce_scope!r}; choose one of {', '.join(REINFORCE_SCOPES)}")
         if self.scst_locations not in SCST_LOCATIONS:
             raise ConfigError(f"unknown scst_locations {self.scst_locations!r}; choose one of {', '.join(SCST_LOCATIONS)}")
         if (self.objective == "scst" and self.scst_locations == "argmax" and self.model.attention == "hard"
                 and (self.scst_xe_weight <= 0 or self.location_samples < 2)):
             raise ConfigError("--scst-locations argmax trains hard attention's locations only through the cross-entropy "
                               "anchor's leave-one-out REINFORCE: give --scst-xe-weight > 0 and --location-samples 2 or more")
-        if self.expected_prob_end is not None and not 0.0 <= self.expected_prob_end <= 1.0:
-            raise ConfigError(f"expected_prob_end must be in [0, 1], got {self.expected_prob_end}")
-        if self.entropy_weight_end is not None and self.entropy_weight_end < 0:
-            raise ConfigError(f"entropy_weight_end must be >= 0, got {self.entropy_weight_end}")
-        if self.ds_target not in ("one", "length"):
-            raise ConfigError(f"unknown ds_target {self.ds_target!r}; choose one or length")
         if self.limit_batches < 0:
             raise ConfigError(f"limit_batches must be >= 0 (0: every batch of the epoch), got {self.limit_batches}")
         if self.box_weight < 0:
             raise ConfigError(f"box_weight must be >= 0, got {self.box_weight}")
-        if self.val_no_repeat_ngram < 0:
-            raise ConfigError(f"val_no_repeat_ngram must be >= 0 (0 turns the blocking off), got {self.val_no_repeat_ngram}")
         return self

@@ -9,7 +9,6 @@ continues exactly where a run stopped, even after Ctrl-C mid-epoch.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import math
@@ -54,22 +53,6 @@ class TrainState:
     baseline: float | None = None
     word_baseline: list[float] | None = None  # hard attention, token estimator: per-word moving average of log p
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def anneal(start: float, end: float | None, epoch: int, epochs: int) -> float:
-    """Linear schedule from ``start`` (epoch 0) to ``end`` (the last epoch); constant when ``end`` is None."""
-    if end is None or epochs <= 1:
-        return start
-    return start + (end - start) * min(epoch, epochs - 1) / (epochs - 1)
-
-
-def scheduled(cfg: TrainConfig, epoch: int) -> TrainConfig:
-    """The config an epoch trains with: hard attention's entropy bonus and expected-context probability
-    annealed (e.g. explore and lean on the soft context early, commit to sampled locations later)."""
-    if cfg.entropy_weight_end is None and cfg.expected_prob_end is None:
-        return cfg
-    return dataclasses.replace(cfg, entropy_weight=anneal(cfg.entropy_weight, cfg.entropy_weight_end, epoch, cfg.epochs),
-                               expected_prob=anneal(cfg.expected_prob, cfg.expected_prob_end, epoch, cfg.epochs))
 
 
 def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -117,7 +100,7 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
                 t = torch.tensor([log_p], dtype=torch.float64)
                 dist.all_reduce(t)
                 log_p = float(t) / world
-            state.baseline = update_baseline(state.baseline, log_p, cfg.baseline_decay)
+            state.baseline = update_baseline(state.baseline, log_p)
             word_rewards = logs.pop("word_rewards", None)
             if word_rewards is not None:
                 word_sums, counts = word_rewards
@@ -125,7 +108,7 @@ def train_one_epoch(model: CaptionModel, net: torch.nn.Module, optimizer: torch.
                     dist.all_reduce(word_sums)
                     dist.all_reduce(counts)
                 old = torch.tensor(state.word_baseline, dtype=torch.float64) if state.word_baseline is not None else None
-                state.word_baseline = update_word_baseline(old, word_sums, counts, cfg.baseline_decay).tolist()
+                state.word_baseline = update_word_baseline(old, word_sums, counts).tolist()
         logs.pop("log_p", None)
         state.step = i + 1
         if first_ce is None:
@@ -163,9 +146,9 @@ def validate(model: CaptionModel, records: list[Record], store: FeatureStore, cf
     """Decode the validation images for real (beam search, never teacher-forced) and score them."""
     from ..metrics.corpus import score_captions
 
-    records = [r for r in records if store.valid[store.row[r.image_path]]][: cfg.val_images or None]
+    records = [r for r in records if store.valid[store.row[r.image_path]]][: cfg.val_max_images or None]
     preds: dict[str, str] = {}
-    opts = DecodeOptions(beam=cfg.val_beam, max_len=cfg.max_len, no_repeat_ngram=cfg.val_no_repeat_ngram)
+    opts = DecodeOptions(beam=cfg.val_beam, max_len=cfg.max_len)
     was_training = model.training
     model.eval()  # fine-tuned encoder blocks too: no drop-connect, no batch statistics from validation images
     try:
@@ -189,9 +172,11 @@ def prepare_data(cfg: TrainConfig) -> tuple[list[Record], list[Record]]:
     if cfg.data_format == "coco":
         if not cfg.val_data:
             raise ConfigError("COCO format needs --val-data captions_val.json for validation")
-        val = load_records("coco", cfg.val_data, cfg.images, split=cfg.val_split, skip_missing=cfg.skip_missing)
+        val = load_records("coco", cfg.val_data, cfg.val_images or cfg.images, split=cfg.val_split,
+                           skip_missing=cfg.skip_missing)
     else:
-        val = load_records(cfg.data_format, cfg.data, cfg.images, split=cfg.val_split, skip_missing=cfg.skip_missing)
+        val = load_records(cfg.data_format, cfg.data, cfg.val_images or cfg.images, split=cfg.val_split,
+                           skip_missing=cfg.skip_missing)
     return train, val
 
 
@@ -351,12 +336,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
     model_cfg.vocab_size = len(vocab)
     for k, v in feature_dims(model_cfg.encoder, model_cfg.features).items():
         setattr(model_cfg, k, v)
-    model = CaptionModel(model_cfg, vocab, pretrained_encoder=not cfg.random_encoder,
+    model = CaptionModel(model_cfg, vocab,
                          encoder_weights=cfg.encoder_weights, fine_tune_blocks=cfg.fine_tune_blocks, name=out.name)
     paths = sorted({r.image_path for r in train_recs} | {r.image_path for r in val_recs})
     store: FeatureStore | LiveImages
     if cfg.feature_cache:
-        store = cache_features(model.encoder, paths, cfg.cache_dir, fp16=cfg.fp16_cache,
+        store = cache_features(model.encoder, paths, cfg.cache_dir,
                                progress=cfg.progress and rank == 0, workers=cfg.workers, device=device)
     else:
         store = LiveImages(paths, model.preprocess)
@@ -366,7 +351,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
         from ..data.instances import load_instances
 
         pairs.boxes = box_targets(pairs.records, load_instances(cfg.instances), vocab, model_cfg.grid)
-    reward = (CaptionReward(pairs.references, cfg.scst_bleu_weight, cfg.scst_meteor_weight)
+    reward = (CaptionReward(pairs.references, cfg.scst_meteor_weight)
               if cfg.objective == "scst" else None)
     if reward is not None and not (cfg.init_from or resume) and rank == 0:
         warnings.warn("self-critical training from random weights rarely learns; start from a cross-entropy "
@@ -387,7 +372,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
     tuned = [p for p in model.encoder.parameters() if p.requires_grad]
     if tuned:
         groups.append({"params": tuned, "lr": cfg.encoder_lr})
-    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.init_from and not resume:
         init_weights(model, cfg.init_from)
     state = TrainState()
@@ -456,7 +441,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, resume: bool,
     interrupted = {"flag": False}
     while state.epoch < cfg.epochs and state.bad_epochs < cfg.early_stop:
         try:
-            stats = train_one_epoch(model, net, optimizer, pairs, store, scheduled(cfg, state.epoch), state, device,
+            stats = train_one_epoch(model, net, optimizer, pairs, store, cfg, state, device,
                                     rank, world, on_step, reward, average)
             t_val = time.perf_counter()
             with averaged():

@@ -22,38 +22,22 @@ class LossTerms:
 
 
 
-DS_TARGETS = ("one", "length")
-
-
-def doubly_stochastic(alpha_sum: torch.Tensor, steps: torch.Tensor, target: str = "one") -> torch.Tensor:
-    """Per caption, sum_i (tau - sum_t alpha_ti)^2: how far each cell's total attention is from tau.
-
-    ``one``: tau = 1, the paper's form, which assumes many more cells than words (196 cells, ~10 words);
-    with L = 49 its floor is about L (1 - T/L)^2 and it pushes every cell, background included, towards
-    the same total. ``length``: tau = T/L for a caption of T words, the total attention T spread evenly,
-    so the term is zero for a caption that covers the grid evenly and measures only concentration.
-    """
-    if target not in DS_TARGETS:
-        raise ValueError(f"unknown doubly stochastic target {target!r}; choose one of {', '.join(DS_TARGETS)}")
-    tau = 1.0 if target == "one" else (steps.to(alpha_sum.dtype) / alpha_sum.shape[1]).unsqueeze(1)
-    return ((tau - alpha_sum) ** 2).sum(1)
+def doubly_stochastic(alpha_sum: torch.Tensor) -> torch.Tensor:
+    """Per caption, sum_i (1 - sum_t alpha_ti)^2: how far each cell's total attention is from 1 (the paper's term)."""
+    return ((1.0 - alpha_sum) ** 2).sum(1)
 
 
 def location_rewards(logp: torch.Tensor, out: TrainOut, estimator: str) -> torch.Tensor:
     """Per (step, path) row, the reward its sampled location is judged by.
 
-    ``token``: log p(y_t), the word the location was chosen for. ``togo``: log p(y_t) + ... + log p(y_T),
-    the words the location can still change (reward-to-go; earlier words do not depend on s_t).
-    ``paper``: log p(y) of the whole caption, the same for every location of a path.
+    ``token``: log p(y_t), the word the location was chosen for. ``paper``: log p(y) of the whole
+    caption, the same for every location of a path.
     """
     if estimator == "token":
         return logp
     B, T = out.alpha_sum.shape[0], int(out.step_index.max()) + 1
     per_path = logp.new_zeros(B, T).index_put((out.caption_index, out.step_index), logp)
-    if estimator == "togo":
-        per_path = per_path.flip(1).cumsum(1).flip(1)
-    else:
-        per_path = per_path.sum(1, keepdim=True).expand(B, T)
+    per_path = per_path.sum(1, keepdim=True).expand(B, T)
     return per_path[out.caption_index, out.step_index]
 
 
@@ -76,15 +60,12 @@ def _moving_baseline(out: TrainOut, estimator: str, baseline: float | None, word
                      reward: torch.Tensor) -> torch.Tensor:
     """Per row, the moving-average baseline of an estimator (NaN where it has no history yet).
 
-    ``token``: the word's own moving log p. ``togo``: the same summed over the words from t on, so the
-    advantage says how much better than usual the remaining words were, not how many remain or how
-    hard they are. ``paper``: one moving average of the caption log p.
+    ``token``: the word's own moving log p. ``paper``: one moving average of the caption log p.
     """
-    if estimator in ("token", "togo"):
+    if estimator == "token":
         if word_baseline is None:
             return torch.full_like(reward, float("nan"))
-        per_word = word_baseline.to(reward.device)[out.targets].to(reward.dtype)
-        return per_word if estimator == "token" else location_rewards(per_word, out, "togo")
+        return word_baseline.to(reward.device)[out.targets].to(reward.dtype)
     return torch.full_like(reward, float("nan") if baseline is None else baseline)
 
 
@@ -96,7 +77,7 @@ def _multi_sample_reinforce(out: TrainOut, logp: torch.Tensor, *, estimator: str
     The baseline is leave-one-out over the other paths of the same caption at the same step when
     there are several (``out.path_of``), else the estimator's moving average. Returns the REINFORCE
     loss and the entropy bonus (a caption's K paths share weight 1). ``paper`` averages them over
-    captions, as the paper does; ``token`` and ``togo`` over words, like the cross-entropy: summed over
+    captions, as the paper does; ``token`` over words, like the cross-entropy: summed over
     a caption's ~12 words, REINFORCE's noise reaches the LSTM and embeddings with several times the
     cross-entropy's gradient norm, and clipping the total then shrinks the words' own gradient
     (BENCHMARKS.md, hard attention from scratch).
@@ -118,8 +99,8 @@ def _multi_sample_reinforce(out: TrainOut, logp: torch.Tensor, *, estimator: str
 
 
 def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float | None,
-                 reinforce_weight: float = 1.0, entropy_weight: float = 0.01, label_smoothing: float = 0.0,
-                 ds_target: str = "one", estimator: str = "paper", word_baseline: torch.Tensor | None = None) -> LossTerms:
+                 entropy_weight: float = 0.01, label_smoothing: float = 0.0, estimator: str = "paper",
+                 word_baseline: torch.Tensor | None = None) -> LossTerms:
     """Loss to minimise for one batch.
 
     For hard attention the attention parameters get their gradient from the REINFORCE estimator of
@@ -130,8 +111,7 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
     ``estimator``: ``paper`` rewards every location of a caption with the whole caption's log p minus a
     moving average ``baseline``; ``token`` rewards the location s_t with log p(y_t | s_t, ...) of the word
     it produced, minus ``word_baseline[y_t]`` (a moving average of that word's log p): the location is
-    judged by the word it was chosen for, and how hard the word is does not enter the advantage;
-    ``togo`` rewards s_t with the log p of the words from t on, minus the sum of their per-word baselines.
+    judged by the word it was chosen for, and how hard the word is does not enter the advantage.
     With several location paths per caption (``out.path_of``) every estimator's baseline is the
     leave-one-out mean of the other paths, and each caption's paths share one caption's weight.
     """
@@ -150,8 +130,7 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
         fit = (1.0 - label_smoothing) * ce + label_smoothing * smooth
     else:
         fit = ce
-    steps = torch.bincount(out.caption_index, minlength=B)
-    ds = alpha_c * doubly_stochastic(out.alpha_sum, steps, ds_target).mean() if alpha_c else out.alpha_sum.new_zeros(())
+    ds = alpha_c * doubly_stochastic(out.alpha_sum).mean() if alpha_c else out.alpha_sum.new_zeros(())
     total = fit + ds
     rl = ent = reward = torch.zeros((), device=ce.device)
     word_rewards = None
@@ -159,11 +138,10 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
         n_captions = float(path_weight.sum())
         rl, ent = _multi_sample_reinforce(out, -ce_tok.detach(), estimator=estimator, baseline=baseline,
                                           word_baseline=word_baseline, path_weight=path_weight, n_captions=n_captions)
-        rl = rl * reinforce_weight
         total = total + rl - entropy_weight * ent
         per_path = -torch.zeros(B, device=ce.device).index_add(0, out.caption_index, ce_tok.detach())
         reward = (per_path * path_weight).sum() / n_captions
-        if estimator in ("token", "togo"):
+        if estimator == "token":
             word_rewards = _word_rewards(-ce_tok.detach(), out.targets, out.logits.shape[1])
     elif hard:
         logp = -torch.zeros(B, device=ce.device).index_add(0, out.caption_index, ce_tok.detach())
@@ -171,7 +149,7 @@ def caption_loss(out: TrainOut, *, alpha_c: float, hard: bool, baseline: float |
         b = float(reward) if baseline is None else baseline  # first batch: no history yet
         sampled = (~out.use_expected).to(ce.dtype)
         advantage = (logp - b) * sampled
-        rl = -(advantage * out.log_alpha_chosen).mean() * reinforce_weight
+        rl = -(advantage * out.log_alpha_chosen).mean()
         ent = (out.entropy * sampled).mean()
         total = total + rl - entropy_weight * ent
     return LossTerms(total, ce.item(), ds.item(), float(rl.detach()), float(ent.detach()), float(reward), word_rewards)
@@ -183,13 +161,17 @@ def _word_rewards(r: torch.Tensor, targets: torch.Tensor, V: int) -> tuple[torch
             torch.bincount(targets.cpu(), minlength=V).double())
 
 
-def update_baseline(baseline: float | None, reward: float, decay: float) -> float:
+#: decay of the moving-average REINFORCE baselines (the paper's b <- 0.9 b + 0.1 log p)
+BASELINE_DECAY = 0.9
+
+
+def update_baseline(baseline: float | None, reward: float, decay: float = BASELINE_DECAY) -> float:
     """Moving-average baseline b <- decay * b + (1 - decay) * log p(y|s,a); starts at the first reward."""
     return reward if baseline is None else decay * baseline + (1.0 - decay) * reward
 
 
 def update_word_baseline(baseline: torch.Tensor | None, sums: torch.Tensor, counts: torch.Tensor,
-                         decay: float) -> torch.Tensor:
+                         decay: float = BASELINE_DECAY) -> torch.Tensor:
     """Per-word moving average of log p(y_t): b_w <- decay b_w + (1 - decay) mean_batch(w); a word's first
     batch sets it, words absent from the batch keep theirs."""
     if baseline is None:

@@ -22,11 +22,8 @@ from .self_critical import CaptionReward, scst_loss
 
 def hard_training(cfg: TrainConfig, reinforce: bool) -> HardTraining:
     """The config's hard-attention training knobs. Without a REINFORCE term (the self-critical anchor on sampled
-    locations) there is nothing for extra location paths to judge, or for ``reinforce_scope`` to confine."""
-    if not reinforce:
-        return HardTraining(expected_prob=cfg.expected_prob, gate_from_expected=cfg.gate_from_expected)
-    return HardTraining(expected_prob=cfg.expected_prob, location_samples=cfg.location_samples,
-                        gate_from_expected=cfg.gate_from_expected, reinforce_scope=cfg.reinforce_scope)
+    locations) there is nothing for extra location paths to judge."""
+    return HardTraining(expected_prob=cfg.expected_prob, location_samples=cfg.location_samples if reinforce else 1)
 
 
 def xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tensor, store: FeatureStore,
@@ -37,8 +34,7 @@ def xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tenso
     tokens, lengths, image_index = caption_tensors(pairs, images, device)
     out = net(feats, tokens, lengths, live=store.live, image_index=image_index, hard_training=hard_training(cfg, hard))
     terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=baseline,
-                         reinforce_weight=cfg.reinforce_weight, entropy_weight=cfg.entropy_weight,
-                         label_smoothing=cfg.label_smoothing, ds_target=cfg.ds_target, estimator=cfg.hard_estimator,
+                         entropy_weight=cfg.entropy_weight, label_smoothing=cfg.label_smoothing, estimator=cfg.hard_estimator,
                          word_baseline=word_baseline)
     logs: dict[str, Any] = {"ce": terms.ce, "ds": terms.doubly_stochastic, "reinforce": terms.reinforce,
                             "log_p": terms.reward}
@@ -68,8 +64,7 @@ def scst_terms(net: torch.nn.Module, model: CaptionModel, reward: CaptionReward,
     samples = net(feats, live=store.live, samples=cfg.scst_samples, max_len=cfg.max_len,
                   location_mode=cfg.scst_locations)
     hard_anchor = model.decoder.cfg.attention == "hard" and cfg.scst_locations == "argmax"
-    terms = scst_loss(samples, reward(images.tolist(), samples, model.vocab), alpha_c=cfg.alpha_c,
-                      ds_target=cfg.ds_target)
+    terms = scst_loss(samples, reward(images.tolist(), samples, model.vocab), alpha_c=cfg.alpha_c)
     logs = {"reward": terms.reward, "policy": terms.policy, "ds": terms.doubly_stochastic, "ce": terms.nll}
     total = terms.total
     if cfg.scst_xe_weight > 0:
@@ -77,7 +72,7 @@ def scst_terms(net: torch.nn.Module, model: CaptionModel, reward: CaptionReward,
         out = net(feats, tokens, lengths, live=store.live, image_index=image_index,
                   hard_training=hard_training(cfg, hard_anchor))
         xe = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard_anchor, baseline=None, label_smoothing=cfg.label_smoothing,
-                          ds_target=cfg.ds_target, estimator=cfg.hard_estimator, reinforce_weight=cfg.reinforce_weight,
+                          estimator=cfg.hard_estimator,
                           entropy_weight=cfg.entropy_weight)
         total = total + cfg.scst_xe_weight * xe.total
         logs["reference_ce"] = xe.ce

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..metrics.bleu import SentenceBleu
 from ..metrics.cider import CiderD
 from ..model.sampling import Samples
 from .losses import doubly_stochastic
@@ -35,7 +34,7 @@ class ScstTerms:
     nll: float  # mean negative log-probability per sampled token
 
 
-def scst_loss(samples: Samples, rewards: torch.Tensor, *, alpha_c: float = 0.0, ds_target: str = "one") -> ScstTerms:
+def scst_loss(samples: Samples, rewards: torch.Tensor, *, alpha_c: float = 0.0) -> ScstTerms:
     """REINFORCE with the leave-one-out baseline, normalised per sampled token.
 
     ``rewards`` (N) are the samples' CIDEr-D scores. Each sample's advantage is its reward minus the
@@ -50,37 +49,31 @@ def scst_loss(samples: Samples, rewards: torch.Tensor, *, alpha_c: float = 0.0, 
     advantage = (r - baseline).reshape(-1)
     tokens = samples.lengths.sum().clamp_min(1).float()
     policy = -(advantage * samples.log_prob).sum() / tokens
-    ds = alpha_c * doubly_stochastic(samples.alpha_sum, samples.lengths, ds_target).mean()
+    ds = alpha_c * doubly_stochastic(samples.alpha_sum).mean()
     return ScstTerms(policy + ds, float(r.mean()), float(policy.detach()), float(ds.detach()),
                      float(-samples.log_prob.detach().sum() / tokens))
 
 
 class CaptionReward:
-    """The reward of a sampled caption: CIDEr-D, plus ``bleu_weight`` x sentence BLEU-4 and
-    ``meteor_weight`` x sentence METEOR when asked for.
+    """The reward of a sampled caption: CIDEr-D, plus ``meteor_weight`` x sentence METEOR when asked for.
 
     ``references`` holds the raw captions of each training image. Every caption, reference or sample,
     ends with the word ``<end>`` for CIDEr-D: then how a caption ends counts, and a sample that stops
-    mid-phrase ("a dog runs with a") loses the n-grams a complete one would earn. BLEU-4's brevity
-    penalty holds captions near the references' length, which CIDEr-D alone lets shrink; METEOR pays
-    for recall and for words that match a reference's only through a stem or a synonym.
+    mid-phrase ("a dog runs with a") loses the n-grams a complete one would earn. METEOR pays for
+    recall and for words that match a reference's only through a stem or a synonym.
     """
 
-    def __init__(self, references: Sequence[Sequence[str]], bleu_weight: float = 0.0,
-                 meteor_weight: float = 0.0) -> None:
+    def __init__(self, references: Sequence[Sequence[str]], meteor_weight: float = 0.0) -> None:
         tokens = [[tokenize(c) for c in refs] for refs in references]
         self.cider = CiderD([[t + [END] for t in refs] for refs in tokens])
-        self.bleu = SentenceBleu(tokens) if bleu_weight else None
         self.meteor = SentenceMeteor(tokens) if meteor_weight else None
-        self.bleu_weight, self.meteor_weight = bleu_weight, meteor_weight
+        self.meteor_weight = meteor_weight
 
     def __call__(self, images: Sequence[int], samples: Samples, vocab: Vocab) -> torch.Tensor:
         """The reward of each sample (``images``: the training-image index of each sampled image)."""
         owners = [i for i in images for _ in range(samples.per_image)]
         words = samples.words(vocab)
         reward = self.cider.scores(owners, [w + [END] for w in words])
-        if self.bleu is not None:
-            reward = reward + self.bleu_weight * self.bleu.scores(owners, words)
         if self.meteor is not None:
             reward = reward + self.meteor_weight * self.meteor.scores(owners, words)
         return torch.from_numpy(reward)
