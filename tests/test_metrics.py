@@ -246,6 +246,30 @@ def test_oracle_attention_scores_every_named_object(tmp_path):
     assert result["unmatched_images"] == 0
 
 
+def test_a_peak_one_cell_outside_the_box_is_a_strict_miss_and_a_tolerant_hit(tmp_path):
+    # 224 px, 14x14 cells of 16 px; the circle spans x, y in [40, 74]; cell centres lie at 8 + 16k
+    images = [{"id": 1, "file_name": "one.jpg", "width": 224, "height": 224}]
+    index = load_instances(_write_instances(tmp_path, images, [{"id": 1, "image_id": 1, "category_id": 1,
+                                                                 "bbox": [40, 40, 34, 34]}]))
+
+    def peak_at(row: int, col: int) -> np.ndarray:
+        att = np.full((14, 14), 0.1 / 195)
+        att[row, col] = 0.9
+        return att
+
+    def scored(row: int, col: int) -> dict:
+        return pointing_game([PointingItem(1, ["circle"], peak_at(row, col)[None])], index)["overall"]
+
+    inside = scored(3, 3)  # centre (56, 56)
+    assert (inside["hit_rate"], inside["hit_rate_tolerant"]) == (1.0, 1.0)
+    beside = scored(3, 5)  # centre (88, 56): 14 px right of the box
+    assert (beside["hit_rate"], beside["hit_rate_tolerant"]) == (0.0, 1.0)
+    corner = scored(5, 5)  # centre (88, 88): 14 px right and 14 px below, 19.8 px from the corner
+    assert (corner["hit_rate"], corner["hit_rate_tolerant"]) == (0.0, 0.0)
+    far = scored(3, 6)  # centre (104, 56): 30 px away
+    assert (far["hit_rate"], far["hit_rate_tolerant"]) == (0.0, 0.0)
+
+
 def test_wrong_attention_misses_and_baselines_are_area_and_centre(tmp_path):
     index = load_instances(_write_instances(tmp_path))
     att = np.stack([_oracle_map(SQUARE), _oracle_map(CIRCLE)])  # each word looks at the other object

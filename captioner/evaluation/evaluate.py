@@ -321,13 +321,13 @@ def format_table(results: Mapping[str, Any]) -> str:
     lines.append(div)
     pg = results.get("pointing_game")
     if pg is not None:
-        lines.append(f"{'pointing game':<16}{'words':>7}{'hit rate':>10}{'random':>9}{'centre':>9}")
+        lines.append(f"{'pointing game':<16}{'words':>7}{'hit rate':>10}{'<=15 px':>9}{'random':>9}{'centre':>9}")
         rows = list(pg["per_category"].items()) + [("overall", pg["overall"])]
         attrs = pg.get("attribute_words", {}).get("overall", {})
         if attrs.get("words"):
             rows.append(("attribute words", attrs))
         for name, row in rows:
-            lines.append(f"{name:<16}{row['words']:>7}{_pct(row['hit_rate']):>10}"
+            lines.append(f"{name:<16}{row['words']:>7}{_pct(row['hit_rate']):>10}{_pct(row['hit_rate_tolerant']):>9}"
                          f"{_pct(row['random_baseline']):>9}{_pct(row['center_baseline']):>9}")
     fa = results.get("faithfulness")
     if fa is not None:

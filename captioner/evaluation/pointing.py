@@ -2,7 +2,9 @@
 
 For every generated word that names an object category present in the image (per a COCO instances
 file), take that step's attention map upsampled to the image size; it is a *hit* when the map's peak
-falls inside a box of that category. Hard attention uses the chosen grid cell instead of the peak.
+falls inside a box of that category (strict), and a *tolerant* hit when it lies within 15 px of one, the
+tolerance of the original pointing game (Zhang et al., 2016): a peak on the cell just outside a small
+object's edge is a strict miss and a tolerant hit. Hard attention uses the chosen grid cell instead of the peak.
 
 Bilinear upsampling (pixel centres, ``align_corners=False``) is a convex combination of neighbouring
 cells, so it never exceeds the largest cell and reaches it exactly at that cell's centre: the peak of the
@@ -46,7 +48,7 @@ def pointing_game(items: Iterable[PointingItem], instances: InstancesIndex) -> d
     where each ``{...}`` has ``hits``, ``words``, ``hit_rate``, ``random_baseline`` and
     ``center_baseline`` (rates in [0, 1]; None when no word was scored).
     """
-    tally: dict[str, list[float]] = {}  # category -> [hits, words, random sum, centre hits]
+    tally: dict[str, list[float]] = {}  # category -> [hits, words, random sum, centre hits, tolerant hits]
     attr_tally: dict[str, list[float]] = {}  # attribute value ("blue") -> the same, against its objects' boxes
     word_cat: dict[str, str | None] = {}
     n_items = unmatched = 0
@@ -68,10 +70,10 @@ def pointing_game(items: Iterable[PointingItem], instances: InstancesIndex) -> d
             else:
                 x, y = cell_centre(locs[t], att.shape[1:], img.width, img.height)
             if cat is not None and cat in present:
-                _tally(tally.setdefault(cat, [0.0] * 4), img.boxes(cat), img, x, y)
+                _tally(tally.setdefault(cat, [0.0] * 5), img.boxes(cat), img, x, y)
             value = word.strip(_STRIP).lower()
             if cat is None and value in values:
-                _tally(attr_tally.setdefault(value, [0.0] * 4), img.attribute_boxes(value), img, x, y)
+                _tally(attr_tally.setdefault(value, [0.0] * 5), img.attribute_boxes(value), img, x, y)
     if n_items == 0:
         raise DataError("pointing game got no captioned images; check the captions file")
     if unmatched == n_items:
@@ -80,8 +82,8 @@ def pointing_game(items: Iterable[PointingItem], instances: InstancesIndex) -> d
     if unmatched:
         warnings.warn(f"{unmatched} of {n_items} images are not in {instances.source}; "
                       f"they are left out of the pointing game", stacklevel=2)
-    total = np.sum(list(tally.values()), axis=0) if tally else np.zeros(4)
-    attr_total = np.sum(list(attr_tally.values()), axis=0) if attr_tally else np.zeros(4)
+    total = np.sum(list(tally.values()), axis=0) if tally else np.zeros(5)
+    attr_total = np.sum(list(attr_tally.values()), axis=0) if attr_tally else np.zeros(5)
     return {
         "overall": _summary(total),
         "per_category": {c: _summary(tally[c]) for c in sorted(tally)},
@@ -92,12 +94,17 @@ def pointing_game(items: Iterable[PointingItem], instances: InstancesIndex) -> d
     }
 
 
+#: the original pointing game's tolerance (Zhang et al., 2016): a peak this many pixels from the box still hits
+TOLERANCE_PX = 15.0
+
+
 def _tally(row: list[float], boxes: np.ndarray, img: ImageBoxes, x: float, y: float) -> None:
-    """Add one scored word to ``row`` = [hits, words, random-baseline sum, centre hits]."""
+    """Add one scored word to ``row`` = [hits, words, random-baseline sum, centre hits, tolerant hits]."""
     row[0] += _inside(boxes, x, y)
     row[1] += 1
     row[2] += _union_area(boxes, img.width, img.height) / (img.width * img.height)
     row[3] += _inside(boxes, img.width / 2, img.height / 2)
+    row[4] += box_distance(boxes, x, y) <= TOLERANCE_PX
 
 
 def cell_centre(cell: tuple[int, int], grid_shape: tuple[int, int], width: float, height: float,
@@ -114,9 +121,9 @@ def peak_point(alpha: np.ndarray, width: float, height: float) -> tuple[float, f
 
 
 def _summary(t: Sequence[float]) -> dict[str, Any]:
-    hits, words, rnd, centre = (float(v) for v in t)
+    hits, words, rnd, centre, near = (float(v) for v in t)
     rate = (lambda v: v / words) if words else (lambda v: None)
-    return {"hits": int(hits), "words": int(words), "hit_rate": rate(hits),
+    return {"hits": int(hits), "words": int(words), "hit_rate": rate(hits), "hit_rate_tolerant": rate(near),
             "random_baseline": rate(rnd), "center_baseline": rate(centre)}
 
 
@@ -140,6 +147,13 @@ def _check_item(item: PointingItem) -> tuple[np.ndarray, list[tuple[int, int]] |
     if any(not (0 <= r < gh and 0 <= c < gw) for r, c in locs):
         raise DataError(f"image {name!r}: a hard-attention location lies outside the {gh}×{gw} grid")
     return att, locs  # type: ignore[return-value]
+
+
+def box_distance(boxes: np.ndarray, x: float, y: float) -> float:
+    """Distance in pixels from (x, y) to the nearest of the n×4 (x0, y0, x1, y1) boxes (0 inside one)."""
+    dx = np.maximum(np.maximum(boxes[:, 0] - x, x - boxes[:, 2]), 0.0)
+    dy = np.maximum(np.maximum(boxes[:, 1] - y, y - boxes[:, 3]), 0.0)
+    return float(np.sqrt(dx * dx + dy * dy).min())
 
 
 def _inside(boxes: np.ndarray, x: float, y: float) -> bool:
