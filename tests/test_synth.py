@@ -12,7 +12,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from pycocotools.coco import COCO
 
+from captioner.cli import synth as synth_cli
 from captioner.data import synth
+from captioner.data.synth import dataset as synth_dataset
 from captioner.errors import ConfigError, DataError
 
 RELATIONS = ("left of", "right of", "above", "over", "below", "under", "beneath", "next to", "beside")
@@ -173,14 +175,14 @@ def test_accepts_an_existing_empty_folder(tmp_path: Path) -> None:
 
 
 def test_failure_midway_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = synth._render
+    real = synth_dataset.render
 
     def flaky(seed: int, index: int, size: int):
         if index == 5:
             raise RuntimeError("boom")
         return real(seed, index, size)
 
-    monkeypatch.setattr(synth, "_render", flaky)
+    monkeypatch.setattr(synth_dataset, "render", flaky)
     with pytest.raises(RuntimeError):
         synth.generate(tmp_path / "out", 10, workers=1)
     assert list(tmp_path.iterdir()) == []
@@ -202,15 +204,15 @@ def test_bad_arguments_raise_config_error(tmp_path: Path, kwargs: dict) -> None:
 
 def test_cli_run_writes_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
-    synth.add_arguments(parser)
+    synth_cli.add_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path / "ds"), "--images", "6", "--seed", "4", "--size", "96"])
-    assert synth.run(args) == 0
+    assert synth_cli.run(args) == 0
     line = capsys.readouterr().out.strip()
     assert "\n" not in line and "6 images" in line
     assert _load(tmp_path / "ds", "captions", "train")["images"][0]["width"] == 96
     bad = parser.parse_args(["--out", str(tmp_path / "x"), "--splits", "0.8,zero,0.1"])
     with pytest.raises(ConfigError):
-        synth.run(bad)
+        synth_cli.run(bad)
 
 
 def test_zero_fraction_gives_an_empty_but_loadable_split(tmp_path: Path) -> None:
