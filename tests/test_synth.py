@@ -177,10 +177,10 @@ def test_accepts_an_existing_empty_folder(tmp_path: Path) -> None:
 def test_failure_midway_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = synth_dataset.render
 
-    def flaky(seed: int, index: int, size: int):
+    def flaky(style: synth.Style, seed: int, index: int, size: int):
         if index == 5:
             raise RuntimeError("boom")
-        return real(seed, index, size)
+        return real(style, seed, index, size)
 
     monkeypatch.setattr(synth_dataset, "render", flaky)
     with pytest.raises(RuntimeError):
@@ -225,3 +225,4 @@ def test_unwritable_destination_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="cannot write"):
         synth.generate(tmp_path / "file" / "ds", 3)
+

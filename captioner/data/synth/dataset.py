@@ -14,14 +14,16 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ...atomic import write_json
 from ...errors import ConfigError, DataError
 from .render import render
+from .styles import DEFAULT_STYLE, STYLES, resolve_styles, style_of_image
 from .vocab import SHAPES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -30,17 +32,21 @@ _MIN_SIZE, _MAX_SIZE = 64, 2048
 _CHUNK = 32  # images per worker task
 
 
-def _render_chunk(task: tuple[str, int, int, list[tuple[int, str]]]) -> list[dict[str, Any]]:
+Task = tuple[str, int, int, tuple[str, ...], list[tuple[int, str]]]  # root, seed, size, styles, (index, split)
+
+
+def _render_chunk(task: Task) -> list[dict[str, Any]]:
     """Worker: render and save a run of images, return their records (kept small for pickling)."""
-    root, seed, size, items = task
+    root, seed, size, styles, items = task
     records = []
     for index, split in items:
-        img, objects, captions = render(seed, index, size)
+        style = style_of_image(styles, seed, index)
+        img, objects, captions = render(STYLES[style], seed, index, size)
         image_id = index + 1
         file_name = f"{split}/{image_id:08d}.jpg"
         img.save(os.path.join(root, "images", file_name), format="JPEG", quality=90)
         records.append({"id": image_id, "file_name": file_name, "split": split, "objects": objects,
-                        "captions": captions})
+                        "captions": captions, "style": style})
     return records
 
 
@@ -96,10 +102,13 @@ def _default_workers(n_images: int) -> int:
 
 
 def _coco(split: str, seed: int, images: list[dict[str, Any]], annotations: list[dict[str, Any]],
-          categories: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          categories: list[dict[str, Any]] | None = None, style: str | None = None) -> dict[str, Any]:
+    info = {"description": f"captioner synthetic shapes, {split} split", "version": FORMAT_VERSION,
+            "contributor": "captioner.synth", "seed": seed}
+    if style is not None:
+        info["style"] = style
     doc: dict[str, Any] = {
-        "info": {"description": f"captioner synthetic shapes, {split} split", "version": FORMAT_VERSION,
-                 "contributor": "captioner.synth", "seed": seed},
+        "info": info,
         "licenses": [{"id": 1, "name": "CC0 1.0 (generated data)",
                       "url": "https://creativecommons.org/publicdomain/zero/1.0/"}],
         "images": images,
@@ -110,7 +119,10 @@ def _coco(split: str, seed: int, images: list[dict[str, Any]], annotations: list
     return doc
 
 
-def _write_annotations(root: Path, records: list[dict[str, Any]], seed: int, size: int) -> dict[str, int]:
+def _write_annotations(root: Path, records: list[dict[str, Any]], seed: int, size: int,
+                       style: str | None) -> dict[str, int]:
+    """captions_<split>.json and instances_<split>.json; with ``style`` (any but the default) the info
+    block names it and every image entry carries its own style, so a mix can be scored per style."""
     categories = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
     cat_id = {s: i + 1 for i, s in enumerate(SHAPES)}
     cap_id = inst_id = 0
@@ -119,6 +131,9 @@ def _write_annotations(root: Path, records: list[dict[str, Any]], seed: int, siz
         recs = [r for r in records if r["split"] == split]
         images = [{"id": r["id"], "file_name": r["file_name"], "width": size, "height": size, "license": 1}
                   for r in recs]
+        if style is not None:
+            for image, r in zip(images, recs):
+                image["style"] = r["style"]
         caps, insts = [], []
         for r in recs:
             for text in r["captions"]:
@@ -130,21 +145,58 @@ def _write_annotations(root: Path, records: list[dict[str, Any]], seed: int, siz
                               "bbox": o["bbox"], "area": o["area"], "iscrowd": 0,
                               "segmentation": o["segmentation"],
                               "attributes": {"colour": o["colour"], "size": o["size"]}})
-        write_json(root / f"captions_{split}.json", _coco(split, seed, images, caps))
-        write_json(root / f"instances_{split}.json", _coco(split, seed, images, insts, categories))
+        write_json(root / f"captions_{split}.json", _coco(split, seed, images, caps, style=style))
+        write_json(root / f"instances_{split}.json", _coco(split, seed, images, insts, categories, style))
         counts[split] = len(recs)
     return counts
 
 
+def _draw(tasks: list[Task], n_workers: int, n_images: int, progress: bool) -> list[dict[str, Any]]:
+    """Render every task, in this process or a pool; records in task order either way."""
+    records: list[dict[str, Any]] = []
+
+    def collect(batch: list[dict[str, Any]]) -> None:
+        records.extend(batch)
+        if progress:
+            print(f"\rsynth: {len(records)}/{n_images} images", end="", file=sys.stderr, flush=True)
+
+    if n_workers == 1:
+        for task in tasks:
+            collect(_render_chunk(task))
+    else:
+        with multiprocessing.get_context().Pool(n_workers) as pool:
+            for batch in pool.imap(_render_chunk, tasks):
+                collect(batch)
+    if progress:
+        print(file=sys.stderr)
+    return records
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Give the finished dataset the usual permissions and rename it to ``out``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp/mkstemp make things private; a dataset should not be
+    for path in tmp.glob("*.json"):
+        os.chmod(path, 0o666 & ~umask)
+    _check_out(out)  # again: someone may have written there while we were drawing
+    if out.is_dir():
+        out.rmdir()
+    os.rename(tmp, out)
+
+
 def generate(out_dir: str | os.PathLike, n_images: int, seed: int = 0, image_size: int = 224,
              split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), workers: int | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, style: str | Sequence[str] = DEFAULT_STYLE) -> dict[str, Any]:
     """Write a synthetic COCO-style dataset to ``out_dir`` (which must not exist or be empty).
 
-    Everything is built in a hidden temporary folder beside ``out_dir`` and renamed into place at the
-    end, so an interrupted run leaves nothing behind. Returns ``{"images", "splits", "out", ...}``.
+    ``style`` is a name from STYLES, a comma-separated mix ("plain,dark"), a list of names, or "all";
+    in a mix each image draws its style from the list, keyed by (seed, index). Everything is built in a
+    hidden temporary folder beside ``out_dir`` and renamed into place at the end, so an interrupted run
+    leaves nothing behind. Returns ``{"images", "splits", "styles", "out", ...}``.
     """
     _check_args(n_images, seed, image_size, split_fractions, workers)
+    styles = resolve_styles(style)
     n_images, seed, image_size = int(n_images), int(seed), int(image_size)
     out = Path(out_dir)
     _check_out(out)
@@ -158,33 +210,10 @@ def generate(out_dir: str | os.PathLike, n_images: int, seed: int = 0, image_siz
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         for split in SPLITS:
             (tmp / "images" / split).mkdir(parents=True)
-        tasks = [(str(tmp), seed, image_size, items[i:i + _CHUNK]) for i in range(0, n_images, _CHUNK)]
-        records: list[dict[str, Any]] = []
-
-        def collect(batch: list[dict[str, Any]]) -> None:
-            records.extend(batch)
-            if progress:
-                print(f"\rsynth: {len(records)}/{n_images} images", end="", file=sys.stderr, flush=True)
-
-        if n_workers == 1:
-            for task in tasks:
-                collect(_render_chunk(task))
-        else:
-            with multiprocessing.get_context().Pool(n_workers) as pool:
-                for batch in pool.imap(_render_chunk, tasks):
-                    collect(batch)
-        if progress:
-            print(file=sys.stderr)
-        _write_annotations(tmp, records, seed, image_size)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp/mkstemp make things private; a dataset should not be
-        for path in tmp.glob("*.json"):
-            os.chmod(path, 0o666 & ~umask)
-        _check_out(out)  # again: someone may have written there while we were drawing
-        if out.is_dir():
-            out.rmdir()
-        os.rename(tmp, out)
+        tasks = [(str(tmp), seed, image_size, styles, items[i:i + _CHUNK]) for i in range(0, n_images, _CHUNK)]
+        records = _draw(tasks, n_workers, n_images, progress)
+        _write_annotations(tmp, records, seed, image_size, None if styles == (DEFAULT_STYLE,) else ",".join(styles))
+        _publish(tmp, out)
         tmp = None
     except OSError as exc:
         raise DataError(f"{out}: cannot write the synthetic dataset ({exc}); "
@@ -192,5 +221,6 @@ def generate(out_dir: str | os.PathLike, n_images: int, seed: int = 0, image_siz
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"images": n_images, "splits": dict(zip(SPLITS, counts)), "out": str(out), "seed": seed,
-            "image_size": image_size, "workers": n_workers}
+    drawn = {name: sum(r["style"] == name for r in records) for name in dict.fromkeys(styles)}
+    return {"images": n_images, "splits": dict(zip(SPLITS, counts)), "styles": drawn, "out": str(out),
+            "seed": seed, "image_size": image_size, "workers": n_workers}

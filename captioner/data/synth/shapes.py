@@ -11,7 +11,6 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-SIZE_RANGE = {"small": (0.14, 0.21), "large": (0.28, 0.36)}  # shape extent as a fraction of the image side
 _SUPERSAMPLE = 2  # antialiased edges for the price of a 2x mask over each object's box only
 _GAP = 4  # px of background kept between object boxes, so one box never contains another object's pixels
 _MARGIN = 2  # px kept clear of the image border
@@ -48,9 +47,11 @@ def _overlaps(box: Box, placed: list[Box]) -> bool:
     return any(x0 < b[2] + _GAP and b[0] < x1 + _GAP and y0 < b[3] + _GAP and b[1] < y1 + _GAP for b in placed)
 
 
-def place(rng: np.random.Generator, shape: str, size_cls: str, size: int, placed: list[Box]) -> np.ndarray | None:
-    """Vertices of the shape at a random spot clear of ``placed``, or None after enough failed tries."""
-    lo, hi = SIZE_RANGE[size_cls]
+def place(rng: np.random.Generator, shape: str, extent: tuple[float, float], size: int,
+          placed: list[Box]) -> np.ndarray | None:
+    """Vertices of the shape, ``extent`` (a range, as a fraction of the image side) across, at a random
+    spot clear of ``placed``; None after enough failed tries."""
+    lo, hi = extent
     pts = outline(shape, rng.uniform(lo, hi) * size, rng)
     mn, mx = pts.min(0), pts.max(0)
     for _ in range(60):
@@ -62,8 +63,11 @@ def place(rng: np.random.Generator, shape: str, size_cls: str, size: int, placed
     return None
 
 
-def paint(canvas: np.ndarray, pts: np.ndarray, rgb: np.ndarray, rng: np.random.Generator) -> tuple[list[int], float]:
-    """Composite a shaded, antialiased polygon into ``canvas``; return its tight COCO bbox and pixel area.
+def paint(canvas: np.ndarray, pts: np.ndarray, rgb: np.ndarray, shading: float,
+          rng: np.random.Generator) -> tuple[list[int], float]:
+    """Composite an antialiased polygon into ``canvas``; return its tight COCO bbox and pixel area.
+
+    Its brightness falls linearly by up to ``shading`` (0.1 = 10%) in a random direction; 0 is flat.
 
     The box comes from the mask actually drawn (every pixel with any coverage), not from the vertices,
     so it bounds exactly the pixels that show the shape.
@@ -78,7 +82,7 @@ def paint(canvas: np.ndarray, pts: np.ndarray, rgb: np.ndarray, rng: np.random.G
     alpha = np.asarray(mask.reduce(ss), dtype=np.float32) / 255.0
     h, w = alpha.shape
     direction = rng.uniform(-1, 1, 2)
-    shade = 1.0 - 0.1 * ((np.arange(w, dtype=np.float32)[None, :] * direction[0]
+    shade = 1.0 - shading * ((np.arange(w, dtype=np.float32)[None, :] * direction[0]
                           + np.arange(h, dtype=np.float32)[:, None] * direction[1])
                          / max(w, h) * 0.5 + 0.5)
     colour = rgb[:, None, None] * shade[None]

@@ -6,7 +6,8 @@ game can trust that "red" in a caption is the ``colour`` attribute of a red-draw
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +20,15 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 215, 40),
     "purple": (140, 60, 190), "orange": (245, 140, 30), "white": (245, 245, 245),
 }
+#: Every colour word any style can draw, with its nominal RGB. A word means one colour in every style,
+#: so a mixed dataset's ``colour`` attributes stay comparable; COLOUR_RGB is the textured style's subset.
+COLOUR_TABLE: dict[str, tuple[int, int, int]] = {
+    **COLOUR_RGB, "black": (30, 30, 35),
+    "pink": (255, 90, 200), "cyan": (40, 225, 235), "lime": (170, 250, 50), "gold": (255, 195, 40),
+    "violet": (170, 120, 255), "coral": (255, 125, 90),
+}
 SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little"), "large": ("large", "big")}
-NUMBERS: dict[int, str] = {2: "two", 3: "three"}
+NUMBERS: dict[int, str] = {2: "two", 3: "three", 4: "four"}
 
 
 def pick(rng: np.random.Generator, options: Sequence[Any]) -> Any:
