@@ -25,7 +25,6 @@ def _formatwarning(message, category, filename, lineno, line=None) -> str:  # on
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
-    from ..data import synth
     from ..devices import add_device_argument
     from .progress import add_progress_argument
 
@@ -65,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(p)
 
     p = sub.add_parser("synth", help="write a synthetic COCO-style dataset (for tests and grounding)")
-    synth.add_arguments(p)
+    from .synth import add_arguments as add_synth_arguments
+
+    add_synth_arguments(p)
 
     p = sub.add_parser("models", help="list the installed models with their size and location")
 
@@ -110,9 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_evaluate(args)
         if args.command == "synth":
-            from ..data import synth
+            from .synth import run as run_synth
 
-            return synth.run(args)
+            return run_synth(args)
         if args.command == "serve":
             from ..web.server import run as run_serve
 
