@@ -7,10 +7,8 @@ and a non-zero exit; batches go on past bad inputs and report them together at t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 from ..errors import CaptionerError
