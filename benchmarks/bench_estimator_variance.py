@@ -34,7 +34,7 @@ from captioner.model.decoder import HardTraining  # noqa: E402
 from captioner.data.feature_cache import cache_features  # noqa: E402
 from captioner.training.losses import caption_loss, update_baseline, update_word_baseline  # noqa: E402
 from captioner.model.caption_model import load_model  # noqa: E402
-from captioner.training.loop import prepare_data  # noqa: E402
+from captioner.training.batches import prepare_data  # noqa: E402
 
 SETTINGS = [("paper", 1), ("token", 1), ("token", 2), ("paper", 4), ("token", 4)]
 

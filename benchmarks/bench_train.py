@@ -30,7 +30,8 @@ from captioner.model.encoder import FEATURES, feature_dims  # noqa: E402
 from captioner.data.feature_cache import FeatureStore, LiveImages  # noqa: E402
 from captioner.model.caption_model import CaptionModel  # noqa: E402
 from captioner.training.batches import Pairs  # noqa: E402
-from captioner.training.loop import TrainState, train_one_epoch  # noqa: E402
+from captioner.training.loop import train_one_epoch  # noqa: E402
+from captioner.training.state import TrainState  # noqa: E402
 from captioner.data.vocab import SPECIALS, Vocab  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -12,7 +12,7 @@ from captioner.cli.main import build_parser, main
 from captioner.training.config import TrainConfig
 from captioner.devices import resolve_device
 from captioner.errors import ConfigError
-from captioner.training.loop import rank_device
+from captioner.training.distributed import rank_device
 from conftest import random_pngs
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

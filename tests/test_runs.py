@@ -19,7 +19,7 @@ from captioner.config import to_dict
 from captioner.errors import ConfigError, DiskFullError, LockError, RunFolderError
 from captioner.data.feature_cache import cache_entry, cache_features
 from captioner.training.runs import LOCK_FILE, claim_run
-from captioner.training.loop import _load_state
+from captioner.training.state import load_state as _load_state
 from captioner.training.loop import main as train_main
 from conftest import random_pngs, train_config
 

@@ -148,7 +148,7 @@ def test_fine_tuning_from_cached_activations_trains_like_the_live_encoder(shapes
 
 def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
     from captioner.model.caption_model import CaptionModel
-    from captioner.training.loop import init_weights
+    from captioner.training.state import init_weights
     import captioner
 
     train_main(make_cfg(shapes, tmp_path / "ft", epochs=1, fine_tune_blocks=1, encoder_lr=1e-2))
@@ -165,13 +165,14 @@ def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
 
 
 def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, monkeypatch):
-    from captioner.training import loop as train
+    from captioner.training import validation as train
+    from captioner.training.batches import prepare_data
     from captioner.data.feature_cache import cache_features
     from captioner.model.caption_model import CaptionModel
     from captioner.data.vocab import Vocab
 
     cfg = make_cfg(shapes, tmp_path / "v", fine_tune_blocks=2, model=tiny_config("soft", grid=2))
-    _, val = train.prepare_data(cfg)
+    _, val = prepare_data(cfg)
     vocab = Vocab.build([c for r in val for c in r.captions], min_count=1)
     cfg.model.vocab_size = len(vocab)
     model = CaptionModel(cfg.model, vocab, fine_tune_blocks=2).train()
@@ -192,7 +193,8 @@ def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, mo
 
 
 def test_validation_decodes_as_captioning_does(shapes, tmp_path, monkeypatch):
-    from captioner.training import loop as train
+    from captioner.training import validation as train
+    from captioner.training.batches import prepare_data
     from captioner.data.feature_cache import cache_features
     from captioner.model.caption_model import CaptionModel
     from captioner.data.vocab import Vocab
@@ -200,7 +202,7 @@ def test_validation_decodes_as_captioning_does(shapes, tmp_path, monkeypatch):
     from captioner.model.search import DecodeOptions
 
     cfg = make_cfg(shapes, tmp_path / "v", model=tiny_config("soft", grid=2))
-    _, val = train.prepare_data(cfg)
+    _, val = prepare_data(cfg)
     vocab = Vocab.build([c for r in val for c in r.captions], min_count=1)
     cfg.model.vocab_size = len(vocab)
     model = CaptionModel(cfg.model, vocab)
@@ -224,7 +226,7 @@ def test_bf16_training_learns_like_fp32(shapes, tmp_path):
 def test_init_from_warm_starts_hard_attention_from_a_soft_model(shapes, tmp_path):
     import captioner
     from captioner.model.caption_model import CaptionModel
-    from captioner.training.loop import init_weights
+    from captioner.training.state import init_weights
     from captioner.data.vocab import Vocab
 
     train_main(make_cfg(shapes, tmp_path / "soft", epochs=1, model=tiny_config("soft", grid=2)))

@@ -18,7 +18,7 @@ from ..errors import CaptionerError, ConfigError
 from ..model.familiarity import print_unfamiliar_note
 from ..data.images import find_images, load_image
 from ..model.results import caption_entry, error_entry
-from .progress import print_result, progress_bar
+from ..progress import print_result, progress_bar
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:

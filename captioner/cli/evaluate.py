@@ -20,7 +20,7 @@ from ..model.search import DecodeOptions
 from ..devices import add_device_argument
 from ..errors import ConfigError
 from ..evaluation.deletion import FaithfulnessOptions
-from .progress import add_progress_argument, progress_bar
+from ..progress import add_progress_argument, progress_bar
 
 #: results files written into --out; {split} is the split name
 METRICS_FILE = "metrics_{split}.json"

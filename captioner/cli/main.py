@@ -24,7 +24,7 @@ def _formatwarning(message, category, filename, lineno, line=None) -> str:  # on
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     from ..devices import add_device_argument
-    from .progress import add_progress_argument
+    from ..progress import add_progress_argument
 
     parser = argparse.ArgumentParser(prog="captioner", description="Show, Attend and Tell image captioning.")
     parser.add_argument("--version", action="version", version=f"captioner {__version__}")

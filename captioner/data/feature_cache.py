@@ -23,12 +23,12 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from ..errors import CaptionerError
 from .images import load_image
 from ..atomic import atomic_path, remove_stale_temps, reserve_space, write_json
 from ..locks import FileLock
+from ..progress import progress_bar
 
 
 class Encoder(Protocol):
@@ -196,11 +196,14 @@ def _encode_all(encoder: Encoder, paths: list[str], stem: Path, batch_size: int,
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(paths), *shape))
         reserve_space(tmp)
         with torch.no_grad():
-            for idx, batch, bad in tqdm(loader, desc="encoding images", unit="batch", disable=not progress):
+            bar = progress_bar(len(loader), "encoding images", "batch", enabled=progress)
+            for idx, batch, bad in loader:
+                bar.update(1)
                 errors.extend(err for _, err in bad)
                 if batch is not None:
                     arr[idx.numpy()] = encoder.frozen_part(batch.to(device)).cpu().numpy()
                     valid[idx.numpy()] = True
+            bar.close()
         arr.flush()
         del arr
     write_json(meta_path, {"paths": paths, "valid": valid.tolist(), "encoder": encoder.cache_key(), "shape": [len(paths), *shape]})

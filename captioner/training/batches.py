@@ -1,4 +1,4 @@
-"""Training data as tensors: captions grouped by image, the batches of an epoch, one batch's inputs.
+"""Training data: the configured records, captions grouped by image, the batches of an epoch, one batch's inputs.
 
 Batches are made of *images*, each with all of its captions, so an image's grid is read and projected
 once per batch however many captions it has; the order of an epoch is a function of (seed, epoch), which
@@ -15,10 +15,12 @@ import torch
 
 from typing import TYPE_CHECKING
 
-from ..data.records import Record
-from ..errors import DataError
 from ..data.feature_cache import FeatureStore
+from ..data.formats import load_records
+from ..data.records import Record
 from ..data.vocab import Vocab
+from ..errors import ConfigError, DataError
+from .config import TrainConfig
 
 if TYPE_CHECKING:
     from .boxes import BoxTargets
@@ -92,3 +94,19 @@ def caption_tensors(pairs: Pairs, images: torch.Tensor,
 def image_tensors(pairs: Pairs, images: torch.Tensor, store: FeatureStore, device: torch.device) -> torch.Tensor:
     """The stored features of the batch's images, once each."""
     return store.get(pairs.image_rows[images]).to(device, non_blocking=True)
+
+
+def prepare_data(cfg: TrainConfig) -> tuple[list[Record], list[Record]]:
+    """Training and validation records for the configured format."""
+    if not cfg.data:
+        raise ConfigError("no training data given; pass --data FILE_OR_FOLDER (and --format)")
+    train = load_records(cfg.data_format, cfg.data, cfg.images, split=cfg.train_split, skip_missing=cfg.skip_missing)
+    if cfg.data_format == "coco":
+        if not cfg.val_data:
+            raise ConfigError("COCO format needs --val-data captions_val.json for validation")
+        val = load_records("coco", cfg.val_data, cfg.val_images or cfg.images, split=cfg.val_split,
+                           skip_missing=cfg.skip_missing)
+    else:
+        val = load_records(cfg.data_format, cfg.data, cfg.val_images or cfg.images, split=cfg.val_split,
+                           skip_missing=cfg.skip_missing)
+    return train, val

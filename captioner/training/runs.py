@@ -1,5 +1,6 @@
 """Run folders: a ``captioner train --out DIR`` folder belongs to one run and one writer at a time.
 
+It holds the run's checkpoints, its training state, ``metrics.jsonl`` and ``curves.png``.
 Rerunning into a folder that holds a finished run must never silently replace its checkpoints: it is
 an error that says what the folder holds and the two ways on (``--resume``, ``--overwrite``), and
 ``--overwrite`` moves the old run aside rather than deleting it. A lock file in the folder stops two
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from ..errors import ConfigError, RunFolderError
-from ..atomic import remove_stale_temps
+from ..atomic import atomic_path, disk_full, remove_stale_temps, write_text
+from ..errors import ConfigError, DiskFullError, RunFolderError
 from ..locks import FileLock
 
 LOCK_FILE = "train.lock"
@@ -106,3 +108,41 @@ def claim_run(out: str | os.PathLike, *, resume: bool = False, overwrite: bool =
         if created:
             with contextlib.suppress(OSError):
                 out.rmdir()  # only succeeds when empty
+
+
+@contextlib.contextmanager
+def resume_advice(out: Path) -> Iterator[None]:
+    """A disk that fills mid-run: the error says how to go on from what was saved (nothing is half-written)."""
+    try:
+        yield
+    except DiskFullError as exc:
+        then = ("continue with --resume (what was saved before is intact)" if (out / STATE_FILE).is_file()
+                else "start again with --overwrite")
+        raise disk_full(Path(exc.path or out), then) from None
+
+
+def write_log(out: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl`` (one JSON row per epoch, rewritten whole: never a half-written last line) and ``curves.png``."""
+    write_text(out / METRICS_FILE, "".join(json.dumps(row) + "\n" for row in history))
+    if history:
+        plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Training loss (or self-critical reward) and validation BLEU-4 per epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    ep = [h["epoch"] for h in history]
+    if "reward" in history[-1]:  # self-critical: the reward is what training raises
+        ax1.plot(ep, [h.get("reward", math.nan) for h in history], marker="o")
+        ax1.set(title="training reward (mean over samples)", xlabel="epoch")
+    else:
+        ax1.plot(ep, [h.get("ce", math.nan) for h in history], marker="o")
+        ax1.set(title="training cross-entropy", xlabel="epoch")
+    ax2.plot(ep, [h.get("BLEU-4", math.nan) for h in history], marker="o", color="tab:green")
+    ax2.set(title="validation BLEU-4 (beam decoding)", xlabel="epoch")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

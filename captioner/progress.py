@@ -1,7 +1,8 @@
-"""Progress bars of `captioner caption` and `captioner evaluate`: on stderr, and only for a person watching.
+"""Progress bars on stderr, and only for a person watching: caption, evaluate, train and feature caching.
 
 stdout carries results (caption lines, JSON, score tables) that scripts read, so a bar never goes
-there; and a bar written into a log file or a pipe is noise, so it appears only when stderr is a terminal.
+there; and a bar written into a log file or a pipe is noise (``captioner train ... 2> log`` would fill
+the log with bar frames), so it appears only when stderr is a terminal.
 """
 
 from __future__ import annotations
