@@ -119,6 +119,24 @@ def test_deletion_test_ranks_a_model_that_uses_the_attended_cell():
     assert misled["ratio"]["attended_least"] == pytest.approx(0.0, abs=1e-9)
 
 
+class CellZeroCaptioner(CellZeroModel):
+    """The same evidence, and a caption: it says "circle" only while cell 0 is bright."""
+
+    def caption(self, feats: torch.Tensor) -> list[list[str]]:
+        return [["a", "circle"] if float(f) > 0.5 else ["a", "blank"] for f in feats]
+
+
+def test_the_behavioural_form_counts_how_often_the_word_leaves_the_caption():
+    images, results = _fake_data(10)
+    out = deletion_test(CellZeroCaptioner(), images, results, k=1, seed=0)
+    gone = out["removed"]
+    assert gone["attended"] == 1.0  # every content word is gone once cell 0 is blanked (none survive)
+    assert gone["least"] == pytest.approx(2 / 3)  # cell 0 stays lit: only "circle" is still said, of 3 words
+    assert 2 / 3 <= gone["random"] < 1.0  # a random cell is cell 0 one time in 16
+    assert out["removed_ratio"]["attended_random"] == pytest.approx(gone["attended"] / gone["random"])
+    assert "removed" not in deletion_test(CellZeroModel(), images, results, k=1, seed=0)  # no captions: no such form
+
+
 def test_deletion_test_is_reproducible_and_batch_independent():
     images, results = _fake_data(7, sentinel=True)  # a trailing sentinel column is not a cell
     runs = [deletion_test(CellZeroModel(), list(images), results, seed=3, batch_size=b) for b in (1, 4, 64)]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..model.results import CaptionResult
+from ..model.search import DecodeOptions, decode
 from ..errors import ConfigError
 
 #: Function words a caption needs but a picture does not show: left out of the deletion test.
@@ -163,10 +164,12 @@ def word_probabilities(model: Any, feats: torch.Tensor, tokens: Sequence[Sequenc
 
 
 class ModelScorer:
-    """:class:`Scorer` over a :class:`~captioner.model.CaptionModel`, via its public calls only."""
+    """:class:`Scorer` over a :class:`~captioner.model.CaptionModel`, via its public calls only; it can also
+    caption the blanked photos (with ``opts``, the decoding the evaluated captions came from)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, opts: DecodeOptions | None = None) -> None:
         self.model = model
+        self.opts = opts or DecodeOptions()
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """B x L x D annotations of preprocessed pixels, on the model's device."""
@@ -175,6 +178,10 @@ class ModelScorer:
 
     def word_probs(self, feats: torch.Tensor, tokens: Sequence[Sequence[int]]) -> list[np.ndarray]:
         return word_probabilities(self.model, feats, tokens)
+
+    def caption(self, feats: torch.Tensor) -> list[list[str]]:
+        """The words the model says for each image of ``feats``, decoded as the evaluated captions were."""
+        return [r.words for r in decode(self.model.decoder, feats, self.model.vocab, self.opts)]
 
 
 # ---------------------------------------------------------------------------------- the test
@@ -201,6 +208,7 @@ class _Job:
     cells: list[int]
     variant: int  # index into VARIANTS
     p_original: float
+    word: str  # the scored word, looked for again in the blanked photo's caption
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -228,81 +236,107 @@ def deletion_test(model: Any, images: Iterable[torch.Tensor | None], results: Se
     sentinel takes the rest; a trailing sentinel entry is ignored). Re-encodings run ``batch_size`` at
     a time, the three variants of a word together. The random cells come from ``seed``: reproducible.
     ``on_image(n)`` is called as images are finished.
+
+    Two forms of the answer: ``drop``, the mean fall in the word's teacher-forced probability, and,
+    when the scorer can caption (:class:`ModelScorer` does), ``removed``: how often the word is gone
+    from the caption of the blanked photo, which is what a user who erases the region sees.
     """
     scorer: Scorer = model if hasattr(model, "word_probs") else ModelScorer(model)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    rng = np.random.default_rng(seed)
-    g = grid
-    if g is not None and k is not None:
-        check_cells(k, g * g)  # before any work
-    drops: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    originals: list[float] = []
-    jobs: list[_Job] = []  # re-encodings waiting for a batch
-    pending: list[tuple[torch.Tensor, CaptionResult]] = []  # images waiting for their original scores
-    n_images = skipped = 0
+    if grid is not None and k is not None:
+        check_cells(k, grid * grid)  # before any work
+    run = _Deletion(scorer, k, np.random.default_rng(seed), grid, batch_size, on_image)
+    for image, res in zip(images, results):
+        run.add(image, res)
+    run.flush_images()
+    return run.summary(seed)
 
-    def flush_jobs() -> None:
-        if jobs:
-            assert g is not None
-            pixels = blank_cells(torch.stack([j.image for j in jobs]), [j.cells for j in jobs], g)
-            probs = scorer.word_probs(scorer.encode(pixels), [j.tokens for j in jobs])
-            for job, p in zip(jobs, probs):
-                drops[VARIANTS[job.variant]].append(job.p_original - float(p[len(job.tokens) - 1]))
-            jobs.clear()
 
-    def flush_images() -> None:
-        if not pending:
+class _Deletion:
+    """The test's running state: images waiting for their original scores, re-encodings waiting for a batch."""
+
+    def __init__(self, scorer: Scorer, k: int | None, rng: np.random.Generator, grid: int | None, batch_size: int,
+                 on_image: Callable[[int], None] | None) -> None:
+        self.scorer, self.k, self.rng, self.grid, self.batch_size = scorer, k, rng, grid, batch_size
+        self.on_image = on_image
+        self.recaption = callable(getattr(scorer, "caption", None))
+        self.drops: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        self.removed: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        self.originals: list[float] = []
+        self.jobs: list[_Job] = []
+        self.pending: list[tuple[torch.Tensor, CaptionResult]] = []
+        self.n_images = self.skipped = 0
+
+    def add(self, image: torch.Tensor | None, res: CaptionResult) -> None:
+        if image is None:
+            self.skipped += 1
+            if self.on_image is not None:
+                self.on_image(1)
             return
+        if len(res.words) != len(res.tokens) or np.ndim(res.alphas) != 2 or len(res.alphas) != len(res.words):
+            raise ValueError("a CaptionResult needs one token and one attention map per word")
+        self.grid = _grid_of(np.shape(res.alphas)[1], self.grid)
+        if self.k is None:
+            self.k = default_cells(self.grid * self.grid)
+        check_cells(self.k, self.grid * self.grid)
+        self.n_images += 1
+        self.pending.append((image, res))
+        if len(self.pending) >= self.batch_size:
+            self.flush_images()
+
+    def flush_images(self) -> None:
+        """Score the pending images' words unblanked, then queue each content word's three blankings."""
+        if not self.pending:
+            return
+        g, k = self.grid, self.k
         assert g is not None and k is not None
-        scores = scorer.word_probs(scorer.encode(torch.stack([im for im, _ in pending])),
-                                   [list(res.tokens) for _, res in pending])
-        for (image, res), p_orig in zip(pending, scores):
+        scores = self.scorer.word_probs(self.scorer.encode(torch.stack([im for im, _ in self.pending])),
+                                        [list(res.tokens) for _, res in self.pending])
+        for (image, res), p_orig in zip(self.pending, scores):
             alphas = np.asarray(res.alphas, dtype=np.float64)[:, : g * g]  # cells only, not a sentinel
             for t, word in enumerate(res.words):
                 if not is_content_word(word):
                     continue
-                originals.append(float(p_orig[t]))
-                for v, cells in enumerate(_cells_of(alphas[t], k, rng)):
-                    jobs.append(_Job(image, list(res.tokens[: t + 1]), cells, v, float(p_orig[t])))
-                if len(jobs) >= batch_size:
-                    flush_jobs()
-        flush_jobs()
-        if on_image is not None:
-            on_image(len(pending))
-        pending.clear()
+                self.originals.append(float(p_orig[t]))
+                for v, cells in enumerate(_cells_of(alphas[t], k, self.rng)):
+                    self.jobs.append(_Job(image, list(res.tokens[: t + 1]), cells, v, float(p_orig[t]), word))
+                if len(self.jobs) >= self.batch_size:
+                    self.flush_jobs()
+        self.flush_jobs()
+        if self.on_image is not None:
+            self.on_image(len(self.pending))
+        self.pending.clear()
 
-    for image, res in zip(images, results):
-        if image is None:
-            skipped += 1
-            if on_image is not None:
-                on_image(1)
-            continue
-        if len(res.words) != len(res.tokens) or np.ndim(res.alphas) != 2 or len(res.alphas) != len(res.words):
-            raise ValueError("a CaptionResult needs one token and one attention map per word")
-        g = _grid_of(np.shape(res.alphas)[1], g)
-        if k is None:
-            k = default_cells(g * g)
-        check_cells(k, g * g)
-        n_images += 1
-        pending.append((image, res))
-        if len(pending) >= batch_size:
-            flush_images()
-    flush_images()
-    n_cells = g * g if g is not None else None
-    if k is None and n_cells is not None:
-        k = default_cells(n_cells)
-    mean = {v: _mean(drops[v]) for v in VARIANTS}
-    return {
-        "images": n_images,
-        "skipped_images": skipped,
-        "words": len(originals),
-        "k": k,
-        "cells": n_cells,
-        "seed": seed,
-        "p_original": _mean(originals),
-        "drop": mean,
-        "drop_se": {v: _se(drops[v]) for v in VARIANTS},
-        "ratio": {"attended_random": _ratio(mean["attended"], mean["random"]),
-                  "attended_least": _ratio(mean["attended"], mean["least"])},
-    }
+    def flush_jobs(self) -> None:
+        """Re-encode the queued blanked images: each word's new probability and, if asked, the new caption."""
+        if not self.jobs:
+            return
+        assert self.grid is not None
+        pixels = blank_cells(torch.stack([j.image for j in self.jobs]), [j.cells for j in self.jobs], self.grid)
+        feats = self.scorer.encode(pixels)
+        probs = self.scorer.word_probs(feats, [j.tokens for j in self.jobs])
+        captions = self.scorer.caption(feats) if self.recaption else [None] * len(self.jobs)  # type: ignore[attr-defined]
+        for job, p, words in zip(self.jobs, probs, captions):
+            self.drops[VARIANTS[job.variant]].append(job.p_original - float(p[len(job.tokens) - 1]))
+            if words is not None:
+                self.removed[VARIANTS[job.variant]].append(float(job.word not in words))
+        self.jobs.clear()
+
+    def summary(self, seed: int) -> dict[str, Any]:
+        n_cells = self.grid * self.grid if self.grid is not None else None
+        k = self.k if self.k is not None or n_cells is None else default_cells(n_cells)
+        mean = {v: _mean(self.drops[v]) for v in VARIANTS}
+        out: dict[str, Any] = {
+            "images": self.n_images, "skipped_images": self.skipped, "words": len(self.originals), "k": k,
+            "cells": n_cells, "seed": seed, "p_original": _mean(self.originals), "drop": mean,
+            "drop_se": {v: _se(self.drops[v]) for v in VARIANTS},
+            "ratio": {"attended_random": _ratio(mean["attended"], mean["random"]),
+                      "attended_least": _ratio(mean["attended"], mean["least"])},
+        }
+        if self.recaption:
+            gone = {v: _mean(self.removed[v]) for v in VARIANTS}
+            out["removed"] = gone
+            out["removed_ratio"] = {"attended_random": _ratio(gone["attended"], gone["random"]),
+                                    "attended_least": _ratio(gone["attended"], gone["least"])}
+        return out

@@ -26,7 +26,7 @@ from ..data.records import Record, read_json
 from ..model.results import CaptionResult
 from ..model.search import DecodeOptions
 from ..errors import CaptionerError, ConfigError, DataError
-from .deletion import FaithfulnessOptions, check_cells, deletion_test
+from .deletion import FaithfulnessOptions, ModelScorer, check_cells, deletion_test
 from ..data.images import load_image
 from ..metrics.corpus import METRICS, score_captions
 from ..metrics.diversity import diversity
@@ -214,8 +214,10 @@ def pointing_items(results: Sequence[tuple[Record, CaptionResult]], grid: int,
 
 # ---------------------------------------------------------------------------------- deletion test
 def faithfulness_test(model: Any, results: Sequence[tuple[Record, CaptionResult]], opts: FaithfulnessOptions, *,
-                      batch_size: int = 16, on_image: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """The deletion test on the first ``opts.images`` captioned records, images reopened one at a time.
+                      batch_size: int = 16, on_image: Callable[[int], None] | None = None,
+                      decoding: DecodeOptions = DecodeOptions()) -> dict[str, Any]:
+    """The deletion test on the first ``opts.images`` captioned records, images reopened one at a time;
+    the blanked photos are captioned with ``decoding``, the options the evaluated captions came from.
 
     Images are loaded lazily (a few hundred preprocessed inputs would not fit comfortably in memory);
     one that can no longer be opened is skipped and counted in ``skipped_images``.
@@ -229,7 +231,7 @@ def faithfulness_test(model: Any, results: Sequence[tuple[Record, CaptionResult]
             except CaptionerError:
                 yield None
 
-    return deletion_test(model, inputs(), [res for _, res in chosen], opts.cells, opts.seed,
+    return deletion_test(ModelScorer(model, decoding), inputs(), [res for _, res in chosen], opts.cells, opts.seed,
                          grid=model.cfg.grid, batch_size=batch_size, on_image=on_image)
 
 
@@ -275,7 +277,8 @@ def evaluate(model: Any, records: Sequence[Record], opts: DecodeOptions = Decode
         pointing = pointing_game(pointing_items(results, model.cfg.grid, instances), instances)
     faithful = None
     if deletion is not None:
-        faithful = faithfulness_test(model, results, deletion, batch_size=batch_size, on_image=on_deletion)
+        faithful = faithfulness_test(model, results, deletion, batch_size=batch_size, on_image=on_deletion,
+                                     decoding=opts)
     return Evaluation(predictions, metrics, div, failures, pointing, faithful)
 
 
@@ -294,11 +297,14 @@ def _faithfulness_lines(fa: Mapping[str, Any]) -> list[str]:
             f"blanked, mean p(word) {_num(fa['p_original'])}")
     if fa.get("skipped_images"):
         head += f" ({fa['skipped_images']} images could not be reopened)"
-    drop, ratio = fa["drop"], fa["ratio"]
-    return [head,
-            f"{'blanked cells':<16}{'attended':>10}{'random':>10}{'least':>10}{'att/rand':>10}{'att/least':>10}",
-            f"{'p(word) drop':<16}{_num(drop['attended']):>10}{_num(drop['random']):>10}{_num(drop['least']):>10}"
-            f"{_num(ratio['attended_random'], '.2f'):>10}{_num(ratio['attended_least'], '.2f'):>10}"]
+    lines = [head, f"{'blanked cells':<16}{'attended':>10}{'random':>10}{'least':>10}{'att/rand':>10}{'att/least':>10}"]
+    rows = [("p(word) drop", fa["drop"], fa["ratio"])]
+    if "removed" in fa:
+        rows.append(("word gone", fa["removed"], fa["removed_ratio"]))
+    for name, value, ratio in rows:
+        lines.append(f"{name:<16}{_num(value['attended']):>10}{_num(value['random']):>10}{_num(value['least']):>10}"
+                     f"{_num(ratio['attended_random'], '.2f'):>10}{_num(ratio['attended_least'], '.2f'):>10}")
+    return lines
 
 
 def format_table(results: Mapping[str, Any]) -> str:
