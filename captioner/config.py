@@ -21,15 +21,18 @@ OPTION_GROUPS = ("data", "model", "attention", "optimisation", "hard attention /
 DATA, MODEL, ATTENTION, OPTIMISATION, HARD, SCST, RUNTIME = OPTION_GROUPS
 
 
-def option(default: Any, help: str, group: str, *, flag: bool = True) -> Any:
+def option(default: Any, help: str, group: str, *, flag: bool = True, filled: bool = False) -> Any:
     """A config field that carries its own one-line description and group.
 
     ``captioner train --help``, the config-file keys and docs/options.md are all made from these, so
-    they cannot drift apart. ``flag=False``: a field the code fills in (no flag, not documented).
+    they cannot drift apart. ``flag=False``: a config-file key without a command-line flag (a detail
+    of the architecture a recipe may set, documented apart); ``filled=True``: a field the code fills
+    in (no flag, not documented).
     """
     if group not in OPTION_GROUPS:
         raise ValueError(f"unknown option group {group!r}; choose one of {', '.join(OPTION_GROUPS)}")
-    return field(default=default, metadata={"help": help, "group": group, "flag": flag})
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag and not filled,
+                                            "filled": filled})
 
 
 T = TypeVar("T")

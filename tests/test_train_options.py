@@ -12,7 +12,7 @@ from captioner.config import OPTION_GROUPS
 from captioner.model.config import ModelConfig
 from captioner.training.config import TrainConfig
 from captioner.cli.options_doc import REGENERATE, options_markdown
-from captioner.cli.train import default_text, train_options
+from captioner.cli.train import default_text, file_only_options, train_options
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "options.md"
 
@@ -42,6 +42,7 @@ def test_every_train_option_has_a_description_and_a_group():
 def test_every_config_key_is_a_described_flag():
     keys = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "model"}
     keys |= {"model." + f.name for f in dataclasses.fields(ModelConfig) if f.metadata.get("flag", True)}
+    keys -= {f.name for f in dataclasses.fields(TrainConfig) if not f.metadata.get("flag", True)}
     options = {o.key: o for o in train_options() if o.key}
     assert set(options) == keys
     assert all(o.help and o.group in OPTION_GROUPS for o in options.values())
@@ -52,7 +53,7 @@ def test_empty_defaults_read_none_and_switches_on_off():
         ["none", "none", "on", "off", "0.0004", "0", "20", "coco"]
     text = _train_parser().format_help()
     assert "(default )" not in text and "(default: none)" in text
-    assert re.search(r"--expected-prob EXPECTED_PROB\s+hard attention: probability that a caption", text)
+    assert re.search(r"--location-samples LOCATION_SAMPLES\s+hard attention: location paths sampled", text)
 
 
 def test_the_options_reference_is_current():
@@ -63,7 +64,11 @@ def test_the_options_reference_is_current():
 
 def test_the_reference_has_a_table_per_group_and_a_row_per_option():
     doc = options_markdown()
-    assert [line[3:] for line in doc.splitlines() if line.startswith("## ")] == list(OPTION_GROUPS)
+    assert [line[3:] for line in doc.splitlines() if line.startswith("## ")] == [*OPTION_GROUPS,
+                                                                                 "config-file keys without a flag"]
     rows = [line for line in doc.splitlines() if line.startswith("| `--")]
     assert len(rows) == len(train_options())
     assert all(line.count(" | ") == 3 for line in rows)  # a "|" in a description is escaped, never a new cell
+    keys = [line for line in doc.splitlines() if line.startswith("| `model.")]
+    assert len(keys) == len(file_only_options()) and all(line.count(" | ") == 2 for line in keys)
+

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..config import OPTION_GROUPS
-from .train import TrainOption, default_text, train_options
+from .train import TrainOption, default_text, file_only_options, train_options
 
 REGENERATE = "python -m captioner.cli.options_doc > docs/options.md"
 
@@ -23,7 +23,7 @@ can also be set in a YAML or JSON file passed with `--config` (keys under `model
 mapping); flags given on the command line override the file. On/off options are `--x` / `--no-x`
 on the command line and `true` / `false` in a config file; a default of `none` is an unset (null) key.
 
-This file is generated from the config dataclasses in `captioner/config.py`; do not edit it by hand,
+This file is generated from the config dataclasses (`captioner/model/config.py`, `captioner/training/config.py`); do not edit it by hand,
 regenerate it with `{REGENERATE}`.
 """
 
@@ -47,6 +47,10 @@ def options_markdown() -> str:
         rows = [_row(o) for o in options if o.group == group]
         parts.append("\n".join([f"## {group}", "", "| flag | config key | default | description |",
                                 "|---|---|---|---|", *rows]) + "\n")
+    rows = [f"| `{o.key}` | `{default_text(o.default)}` | {_cell(o.help)} |" for o in file_only_options()]
+    parts.append("\n".join(["## config-file keys without a flag", "",
+                            "Details of the architecture that a recipe may set, and that older checkpoints record.", "",
+                            "| config key | default | description |", "|---|---|---|", *rows]) + "\n")
     return "\n".join(parts)
 
 

@@ -72,12 +72,13 @@ def default_text(value: Any) -> str:
     return str(value)
 
 
-def config_options(cls: type = TrainConfig, prefix: str = "") -> list[TrainOption]:
-    """The options a config dataclass defines, from each field's ``help`` and ``group`` metadata (config.option)."""
+def config_options(cls: type = TrainConfig, prefix: str = "", with_flag: bool = True) -> list[TrainOption]:
+    """The options a config dataclass defines, from each field's ``help`` and ``group`` metadata (config.option):
+    those with a flag, or (``with_flag=False``) the config-file keys without one."""
     hints = get_type_hints(cls)
     options: list[TrainOption] = []
     for f in dataclasses.fields(cls):
-        if f.name in _SKIPPED or not f.metadata.get("flag", True):
+        if f.name in _SKIPPED or f.metadata.get("filled") or f.metadata.get("flag", True) != with_flag:
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
         flags = (_flag(f.name), *_ALIASES.get(f.name, ()))
@@ -89,6 +90,11 @@ def config_options(cls: type = TrainConfig, prefix: str = "") -> list[TrainOptio
 def train_options() -> list[TrainOption]:
     """Every ``captioner train`` option: the command's own flags, the model's fields, then the run's."""
     return [*RUN_FLAGS, *config_options(ModelConfig, "model."), *config_options(TrainConfig)]
+
+
+def file_only_options() -> list[TrainOption]:
+    """Config-file keys without a flag: architecture details a recipe (or an old checkpoint) may set."""
+    return [*config_options(ModelConfig, "model.", with_flag=False), *config_options(TrainConfig, with_flag=False)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

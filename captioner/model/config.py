@@ -45,7 +45,7 @@ class ModelConfig:
                         "additive for hard and local) | additive | dot | general (bilinear)", ATTENTION)
     dropout: float = option(0.5, "dropout probability on the LSTM state and the output layer's input", MODEL)
     local_sigma: float = option(1.0, "local attention: width (standard deviation) of the Gaussian window, in grid "
-                                "cells", ATTENTION)
+                                "cells", ATTENTION, flag=False)
     hard_mode: str = option("argmax", "hard attention at test time: argmax (the most likely cell) | expect (the "
                             "expected context, as soft attention) | sample (a random cell); set by `captioner "
                             "export --hard-mode`", HARD, flag=False)
@@ -56,11 +56,11 @@ class ModelConfig:
                               "(off: the state alone)", ATTENTION, flag=False)
     sentinel: bool = option(False, "visual sentinel (Lu et al. 2017): a word may attend to a non-visual slot "
                             "instead of the image", ATTENTION)
-    vocab_size: int = option(0, "words in the vocabulary; filled in from the training data", MODEL, flag=False)
+    vocab_size: int = option(0, "words in the vocabulary; filled in from the training data", MODEL, filled=True)
     feature_dim: int = option(0, "channels D of the encoder's annotations; filled in from the encoder", MODEL,
-                              flag=False)
+                              filled=True)
     fine_dim: int = option(0, "fused features: channels of the stride-16 part (the rest is the shuffled head); "
-                           "filled in from the encoder", MODEL, flag=False)
+                           "filled in from the encoder", MODEL, filled=True)
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError for names that no code path implements."""

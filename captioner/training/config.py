@@ -53,10 +53,8 @@ class TrainConfig:
                                  "(off: run the whole encoder live every batch)", RUNTIME)
     grad_clip: float = option(5.0, "clip the gradient's global norm to this before each step (0: no clipping)",
                               OPTIMISATION)
-    lr_decay: float = option(0.8, "multiply the learning rates by this when validation BLEU-4 has not improved for "
-                             "--lr-patience epochs", OPTIMISATION)
-    lr_patience: int = option(1, "epochs in a row without a better validation BLEU-4 before each learning-rate "
-                              "decay", OPTIMISATION)
+    lr_decay: float = option(0.8, "multiply the learning rates by this after each epoch whose validation BLEU-4 is "
+                             "not the best so far", OPTIMISATION)
     limit_batches: int = option(0, "train on at most this many batches of each epoch (0: all of them): smoke runs, "
                                 "and benchmarks at COCO's size, where one epoch takes hours on a CPU", OPTIMISATION)
     early_stop: int = option(4, "stop after this many epochs in a row without a better validation BLEU-4",
@@ -69,10 +67,6 @@ class TrainConfig:
                                "over the cells the named category's boxes cover", ATTENTION)
     label_smoothing: float = option(0.0, "label smoothing eps: cross-entropy against (1 - eps) one-hot + eps "
                                     "uniform (0: plain cross-entropy)", OPTIMISATION)
-    entropy_weight: float = option(0.01, "hard attention: weight lambda_e of the bonus for the entropy of the "
-                                   "attention distribution a location is sampled from (keeps it exploring)", HARD)
-    expected_prob: float = option(0.5, "hard attention: probability that a caption is trained on the expected (soft) "
-                                  "context instead of a sampled location", HARD)
     hard_estimator: str = option("paper", "hard attention: what REINFORCE rewards a sampled location with: paper "
                                  "(the caption's log p, minus a moving average) | token (the log p of the word it was "
                                  "chosen for, minus that word's moving average; averaged over words, paper over "
@@ -85,8 +79,6 @@ class TrainConfig:
                                         "them)", DATA)
     seed: int = option(0, "seed of every random draw (initial weights, batch order, dropout, sampled locations): "
                        "the same seed gives the same run", RUNTIME)
-    workers: int = option(0, "image-loading worker processes while the feature cache is built (0: the main "
-                          "process)", RUNTIME)
     threads: int | None = option(None, "CPU threads torch may use (none: torch's default)", RUNTIME)
     device: str = option(DEFAULT_DEVICE, DEVICE_HELP, RUNTIME)
     precision: str = option("fp32", "arithmetic: fp32 | bf16 (autocast matrix products to bfloat16; about 2x faster "

@@ -203,7 +203,7 @@ class Run:
         if not self.cfg.feature_cache:
             return LiveImages(paths, self.model.preprocess)
         return cache_features(self.model.encoder, paths, self.cfg.cache_dir, progress=self.cfg.progress and self.rank == 0,
-                              workers=self.cfg.workers, device=self.device)
+                              device=self.device)
 
     def _pairs(self, train_recs: list[Record]) -> Pairs:
         pairs = make_pairs(train_recs, self.store, self.vocab, self.cfg.max_len)
@@ -307,7 +307,7 @@ class Run:
         state.step = 0
         improved = bleu4 > state.best
         state.best, state.bad_epochs = (bleu4, 0) if improved else (state.best, state.bad_epochs + 1)
-        if not improved and state.bad_epochs % max(cfg.lr_patience, 1) == 0:
+        if not improved:
             for g in self.optimizer.param_groups:
                 g["lr"] *= cfg.lr_decay
         return improved

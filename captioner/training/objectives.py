@@ -23,7 +23,7 @@ from .self_critical import CaptionReward, scst_loss
 def hard_training(cfg: TrainConfig, reinforce: bool) -> HardTraining:
     """The config's hard-attention training knobs. Without a REINFORCE term (the self-critical anchor on sampled
     locations) there is nothing for extra location paths to judge."""
-    return HardTraining(expected_prob=cfg.expected_prob, location_samples=cfg.location_samples if reinforce else 1)
+    return HardTraining(location_samples=cfg.location_samples if reinforce else 1)
 
 
 def xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tensor, store: FeatureStore,
@@ -34,7 +34,7 @@ def xe_terms(net: torch.nn.Module, hard: bool, pairs: Pairs, images: torch.Tenso
     tokens, lengths, image_index = caption_tensors(pairs, images, device)
     out = net(feats, tokens, lengths, live=store.live, image_index=image_index, hard_training=hard_training(cfg, hard))
     terms = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard, baseline=baseline,
-                         entropy_weight=cfg.entropy_weight, label_smoothing=cfg.label_smoothing, estimator=cfg.hard_estimator,
+                         label_smoothing=cfg.label_smoothing, estimator=cfg.hard_estimator,
                          word_baseline=word_baseline)
     logs: dict[str, Any] = {"ce": terms.ce, "ds": terms.doubly_stochastic, "reinforce": terms.reinforce,
                             "log_p": terms.reward}
@@ -72,8 +72,7 @@ def scst_terms(net: torch.nn.Module, model: CaptionModel, reward: CaptionReward,
         out = net(feats, tokens, lengths, live=store.live, image_index=image_index,
                   hard_training=hard_training(cfg, hard_anchor))
         xe = caption_loss(out, alpha_c=cfg.alpha_c, hard=hard_anchor, baseline=None, label_smoothing=cfg.label_smoothing,
-                          estimator=cfg.hard_estimator,
-                          entropy_weight=cfg.entropy_weight)
+                          estimator=cfg.hard_estimator)
         total = total + cfg.scst_xe_weight * xe.total
         logs["reference_ce"] = xe.ce
     return total, logs, len(samples.lengths)
