@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_arguments(p)
 
-    p = sub.add_parser("familiarity", help="fit or measure how familiar photos look to a model (issue 13)")
+    p = sub.add_parser("familiarity", help="fit or measure how familiar photos look to a model")
     from .familiarity import add_arguments as add_familiarity_arguments
 
     add_familiarity_arguments(p)
