@@ -181,3 +181,27 @@ def test_unknown_names_are_config_errors(bad):
 
     with pytest.raises(ConfigError, match="unknown"):
         cfg(**bad).validate()
+
+
+@pytest.mark.parametrize("score", SCORE_FUNCTIONS)
+def test_rows_reading_their_images_grid_in_place_match_rows_with_a_copy_each(score):
+    """Memory.for_rows (the captions of an image scored together against its one grid) gives each row what a
+    per-row copy of its image's grid gives, whatever the order and number of rows per image."""
+    from captioner.model.decoder import Memory
+
+    torch.manual_seed(0)
+    dec = Decoder(cfg("soft", score=score))
+    grids = dec.memory(torch.randn(3, G * G, D))
+    image = torch.tensor([2, 0, 2, 1, 2, 0])  # image 2 has three rows, image 1 one
+    query, location = torch.randn(6, dec.cfg.hidden_dim), torch.tensor([0, 3, 1, 2, 3, 0])
+    grouped, copied = Memory.for_rows(grids.ann, grids.keys, image), grids.select(image)
+    torch.testing.assert_close(grouped.scores(dec.attention.score, query), copied.scores(dec.attention.score, query))
+    alpha = torch.softmax(torch.randn(6, G * G), 1)
+    torch.testing.assert_close(grouped.context(alpha), copied.context(alpha))
+    torch.testing.assert_close(grouped.pick(location), copied.pick(location))
+    rows = torch.tensor([4, 1])
+    torch.testing.assert_close(grouped.select(rows).scores(dec.attention.score, query[rows]),
+                               copied.select(rows).scores(dec.attention.score, query[rows]))
+    torch.testing.assert_close(grouped.first(2).context(alpha[:2]), copied.first(2).context(alpha[:2]))
+    h0, _ = dec.init_state(grouped)
+    torch.testing.assert_close(h0, dec.init_state(copied)[0])

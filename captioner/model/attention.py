@@ -3,6 +3,10 @@
 Scores e_ti compare the decoder state h_{t-1} with each annotation a_i; alpha_t = softmax(e_t).
 Everything that depends only on the image (W_a a_i, P a_i) is computed once per image in ``keys``
 and reused at every step: that is most of the per-step cost of naive implementations.
+
+A score takes the keys of N images (N x L x K) and M queries for each (N x M x H) and gives N x M x L:
+the captions of one image (or the beams of one hypothesis) read that image's keys where they are,
+without a copy per caption (see :class:`captioner.model.decoder.Memory`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ class AdditiveScore(nn.Module):
         self.v = nn.Linear(attention_dim, 1, bias=False)
 
     def keys(self, ann: torch.Tensor) -> torch.Tensor:
-        return self.w_a(ann)  # B x L x A
+        return self.w_a(ann)  # N x L x A
 
     def forward(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.v(torch.tanh(keys + self.w_h(h).unsqueeze(1))).squeeze(2)  # B x L
+        return self.v(torch.tanh(keys.unsqueeze(1) + self.w_h(h).unsqueeze(2))).squeeze(3)  # N x M x L
 
 
 class GeneralScore(nn.Module):
@@ -41,7 +45,7 @@ class GeneralScore(nn.Module):
         return ann
 
     def forward(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(keys, self.w(h).unsqueeze(2)).squeeze(2) * self.scale
+        return torch.bmm(keys, self.w(h).transpose(1, 2)).transpose(1, 2) * self.scale  # N x M x L
 
 
 class DotScore(nn.Module):
@@ -53,10 +57,10 @@ class DotScore(nn.Module):
         self.scale = 1.0 / math.sqrt(hidden_dim)
 
     def keys(self, ann: torch.Tensor) -> torch.Tensor:
-        return self.p(ann)  # B x L x H
+        return self.p(ann)  # N x L x H
 
     def forward(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(keys, h.unsqueeze(2)).squeeze(2) * self.scale
+        return torch.bmm(keys, h.transpose(1, 2)).transpose(1, 2) * self.scale  # N x M x L
 
 
 SCORES = {"additive": AdditiveScore, "dot": DotScore, "general": GeneralScore}
@@ -82,9 +86,10 @@ class Attention(nn.Module):
         """Per-image precomputation, done once before decoding."""
         return self.score.keys(ann)
 
-    def logits(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Unnormalised log-weights (B x L): kept apart so a sentinel slot can join the softmax."""
-        logits = self.score(keys, h)
+    def logits(self, scores: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Unnormalised log-weights (R x L) from the rows' scores (R x L) and states: kept apart from the
+        softmax so a sentinel slot can join it; local attention adds the log of its window here."""
+        logits = scores
         if self.kind != "local":
             return logits
         centre = self.grid * torch.sigmoid(self.centre(h))  # B x 2, in cell units
@@ -93,8 +98,8 @@ class Attention(nn.Module):
         return logits - dist2 / (2 * self.sigma**2)
 
     def forward(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Attention weights (B x L), each row summing to 1."""
-        return torch.softmax(self.logits(keys, h), dim=1)
+        """Attention weights (B x L) of one query per image (B x L x K keys, B x H states), each row summing to 1."""
+        return torch.softmax(self.logits(self.score(keys, h.unsqueeze(1)).squeeze(1), h), dim=1)
 
 
 def hard_sample(alpha: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -109,14 +114,4 @@ def entropy(alpha: torch.Tensor) -> torch.Tensor:
     return -(alpha * torch.log(alpha.clamp_min(1e-12))).sum(1)
 
 
-def gather_context(ann: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Expected context sum_i alpha_i a_i (B x D)."""
-    return torch.bmm(alpha.unsqueeze(1), ann).squeeze(1)
-
-
-def pick_context(ann: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
-    """The annotation at one chosen location per row (B x D)."""
-    return ann[torch.arange(ann.shape[0], device=ann.device), loc]
-
-
-__all__ = ["Attention", "SCORES", "hard_sample", "entropy", "gather_context", "pick_context"]
+__all__ = ["Attention", "SCORES", "hard_sample", "entropy"]

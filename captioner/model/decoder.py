@@ -13,20 +13,84 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Attention, entropy, gather_context, hard_sample, pick_context
+from .attention import Attention, entropy, hard_sample
 from .config import ModelConfig, resolve_score
 
 
 @dataclass
 class Memory:
-    """Per-image tensors computed once and read at every step."""
+    """Per-image tensors computed once and read at every step, and how the decoder's rows read them.
 
-    ann: torch.Tensor  # B x L x P projected annotations
-    keys: torch.Tensor  # B x L x * attention keys (score-specific precomputation)
+    Without ``image`` there is one entry per row (each row is an image, or a beam holding its own copy):
+    a score is one query against one grid. With ``image``, ``ann`` and ``keys`` hold one grid per image;
+    row r reads grid ``image[r]`` and sits at place ``rank[r]`` among that image's rows. The rows of an
+    image (its captions, or its samples) are scored against its grid together, as one n x m x L product
+    over the n images and m places in use, and nothing the size of a grid is copied per row: only the
+    rows' queries and weights move, into the places and back.
+    """
+
+    ann: torch.Tensor  # N x L x P projected annotations
+    keys: torch.Tensor  # N x L x * attention keys (score-specific precomputation)
+    image: torch.Tensor | None = None  # R: the grid each row reads; None: row r reads entry r
+    rank: torch.Tensor | None = None  # R: the row's place among the rows of its image
+
+    @staticmethod
+    def for_rows(ann: torch.Tensor, keys: torch.Tensor, image: torch.Tensor) -> "Memory":
+        """Per-image memory read by rows of images ``image`` (any order, any number per image); each image's
+        rows take places 0, 1, ... in their order, so when rows are sorted longest first, the rows still
+        running use the first places and the images still running, if numbered by first row, the first grids."""
+        counts = torch.bincount(image, minlength=ann.shape[0])
+        order = torch.argsort(image, stable=True)
+        start = torch.cumsum(counts, 0) - counts  # where each image's rows begin in ``order``
+        rank = torch.empty_like(image)
+        rank[order] = torch.arange(len(order), device=order.device) - start[image[order]]
+        return Memory(ann, keys, image, rank)
+
+    def first(self, n: int) -> "Memory":
+        """The first ``n`` rows (teacher forcing: the captions still running)."""
+        if self.image is None or self.rank is None:
+            return Memory(self.ann[:n], self.keys[:n])
+        return Memory(self.ann, self.keys, self.image[:n], self.rank[:n])
 
     def select(self, index: torch.Tensor) -> "Memory":
-        """Rows ``index`` (beam search expands and reorders images)."""
-        return Memory(self.ann.index_select(0, index), self.keys.index_select(0, index))
+        """Rows ``index`` (beam search expands and reorders images; finished samples leave)."""
+        if self.image is None or self.rank is None:
+            return Memory(self.ann.index_select(0, index), self.keys.index_select(0, index))
+        return Memory(self.ann, self.keys, self.image.index_select(0, index), self.rank.index_select(0, index))
+
+    def _places(self) -> tuple[int, int, torch.Tensor]:
+        """(n images in use, m places in use, each row's index into the flat n x m places)."""
+        assert self.image is not None and self.rank is not None
+        m = int(self.rank.max()) + 1
+        return int(self.image.max()) + 1, m, self.image * m + self.rank
+
+    def _grouped(self, source: torch.Tensor, rows: torch.Tensor, fn) -> torch.Tensor:
+        """``fn(grids, places)`` with the rows' values (R x F) put in their images' places (n x m x F, zeros
+        where no row sits), and its n x m x G result read back per row (R x G)."""
+        n, m, flat = self._places()
+        grids = source if n == len(source) else source[:n]  # a full slice would cost its backward a copy
+        places = rows.new_zeros(n * m, rows.shape[1]).index_copy(0, flat, rows).view(n, m, -1)
+        out = fn(grids, places)
+        return out.reshape(n * m, -1).index_select(0, flat)
+
+    def scores(self, score: nn.Module, query: torch.Tensor) -> torch.Tensor:
+        """``score`` of each row's query (R x H) against its image's keys: R x L."""
+        if self.image is None:
+            return score(self.keys, query.unsqueeze(1)).squeeze(1)
+        return self._grouped(self.keys, query, score)
+
+    def context(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Expected context sum_i alpha_i a_i of each row (R x P)."""
+        if self.image is None:
+            return torch.bmm(alpha.unsqueeze(1), self.ann).squeeze(1)
+        return self._grouped(self.ann, alpha.to(self.ann.dtype), lambda ann, a: torch.bmm(a, ann))
+
+    def pick(self, location: torch.Tensor) -> torch.Tensor:
+        """The annotation at one chosen cell per row (R x P)."""
+        if self.image is None:
+            return self.ann[torch.arange(self.ann.shape[0], device=self.ann.device), location]
+        L = self.ann.shape[1]
+        return self.ann.reshape(-1, self.ann.shape[2]).index_select(0, self.image * L + location)
 
 
 @dataclass
@@ -137,9 +201,12 @@ class Decoder(nn.Module):
         return Memory(ann, self.attention.keys(ann))
 
     def init_state(self, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
-        """h_0, c_0 from the mean annotation, as in the paper."""
+        """h_0, c_0 of each row from the mean annotation of its image, as in the paper."""
         mean = memory.ann.mean(1)
-        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        if memory.image is None:
+            return h, c
+        return h.index_select(0, memory.image), c.index_select(0, memory.image)
 
     # --- one word --------------------------------------------------------------------------------
     def embed_gates(self, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +217,8 @@ class Decoder(nn.Module):
 
     def step(self, h: torch.Tensor, c: torch.Tensor, memory: Memory, emb: torch.Tensor, emb_gates: torch.Tensor, *,
              mode: str = "expect", use_expected: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> StepOut:
+             generator: torch.Generator | None = None,
+             weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> StepOut:
         """Attend with h_{t-1} (and the word E y_{t-1} just read), update the LSTM with [E y_{t-1}; z_t].
 
         ``emb_gates`` is the E y part of the LSTM gates, precomputed. ``mode`` only matters for hard
@@ -158,15 +226,17 @@ class Decoder(nn.Module):
         ``expect`` (the expected context). Rows where ``use_expected`` is true take the expected context
         whatever the mode (the paper's variance reduction during training). With a sentinel, the
         softmax runs over the L cells and one non-visual slot, and alpha keeps the cells' part.
+        ``weights``: the LSTM's context and state matrices, transposed, as :meth:`recurrent_weights` gives
+        them once for a whole teacher-forced pass (default: read from the LSTM at this step).
         """
         query = h + self.query_word(emb) if self.cfg.word_query else h
-        logits = self.attention.logits(memory.keys, query)
+        logits = self.attention.logits(memory.scores(self.attention.score, query), query)
         beta = sentinel = None
         if self.cfg.sentinel:
             sentinel = self.sentinel_proj(torch.sigmoid(self.sentinel_gate(torch.cat([h, emb], 1))) * torch.tanh(c))
-            s_logit = self.attention.score(self.attention.score.keys(sentinel.unsqueeze(1)), query)  # B x 1
-            weights = torch.softmax(torch.cat([logits, s_logit], 1), dim=1)
-            alpha, beta = weights[:, :-1], weights[:, -1]
+            s_logit = self.attention.score(self.attention.score.keys(sentinel.unsqueeze(1)), query.unsqueeze(1))[:, 0]
+            both = torch.softmax(torch.cat([logits, s_logit], 1), dim=1)
+            alpha, beta = both[:, :-1], both[:, -1]
         else:
             alpha = torch.softmax(logits, dim=1)
         location = log_location = None
@@ -174,23 +244,34 @@ class Decoder(nn.Module):
             where = over_cells(alpha, beta)
             location = hard_sample(where.detach(), mode, generator)
             log_location = torch.log(where.gather(1, location.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
-            z = pick_context(memory.ann, location)
+            z = memory.pick(location)
             if use_expected is not None:
-                z = torch.where(use_expected.unsqueeze(1), gather_context(memory.ann, where), z)
+                z = torch.where(use_expected.unsqueeze(1), memory.context(where), z)
             if beta is not None:
                 z = (1.0 - beta).unsqueeze(1) * z
         else:
-            z = gather_context(memory.ann, alpha)
+            z = memory.context(alpha)
         if beta is not None:
             z = z + beta.unsqueeze(1) * sentinel
         z = torch.sigmoid(self.f_beta(h)) * z
-        E = self.cfg.embed_dim
-        gates = torch.addmm(emb_gates, z, self.lstm.weight_ih[:, E:].t())
-        gates = torch.addmm(gates, h, self.lstm.weight_hh.t())
+        w_z, w_h = weights or self.recurrent_weights()
+        gates = torch.addmm(emb_gates, z, w_z)
+        gates = torch.addmm(gates, h, w_h)
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return StepOut(h, c, z, alpha, location, beta, log_location)
+
+    def recurrent_weights(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LSTM's input weights for the context and its state weights, transposed (P x 4H, H x 4H).
+
+        ``dtype``: cast once here for a whole teacher-forced pass; otherwise autocast would cast the
+        context's share, a slice and not a parameter it caches, at every step, and its gradient would
+        be scattered back into the whole input matrix at every step as well.
+        """
+        E = self.cfg.embed_dim
+        w_z, w_h = self.lstm.weight_ih[:, E:].t(), self.lstm.weight_hh.t()
+        return (w_z, w_h) if dtype is None else (w_z.to(dtype), w_h.to(dtype))
 
     def logits(self, emb: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Deep output p(y_t) ~ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t)); batched over all steps in training."""
@@ -221,7 +302,7 @@ class Decoder(nn.Module):
         B = captions.shape[0]
         hard = self.cfg.attention == "hard"
         expected_prob, location_samples = hard_training.expected_prob, hard_training.location_samples
-        per_image = self.memory(feats)
+        grids = self.memory(feats)
         if image_index is None:
             image_index = torch.arange(B, device=feats.device)
         use_expected = (torch.rand(B, device=feats.device) < expected_prob) if (hard and self.training) else None
@@ -232,32 +313,45 @@ class Decoder(nn.Module):
             captions, lengths = captions.index_select(0, path_of), lengths.index_select(0, path_of)
             image_index, use_expected = image_index.index_select(0, path_of), use_expected.index_select(0, path_of)
             B = captions.shape[0]
+        # the captions read their image's grid in place; images numbered by their first (longest) caption, so
+        # the images still running at a step are the first ones
+        first = torch.full((grids.ann.shape[0],), B, dtype=torch.long, device=feats.device)
+        first = first.scatter_reduce(0, image_index, torch.arange(B, device=feats.device), reduce="amin")
+        by_first = torch.argsort(first)
+        renumber = torch.empty_like(by_first)
+        renumber[by_first] = torch.arange(len(by_first), device=feats.device)
+        ann = grids.ann.index_select(0, by_first)
+        keys = ann if grids.keys is grids.ann else grids.keys.index_select(0, by_first)
+        per_image = Memory.for_rows(ann, keys, renumber[image_index])
         h, c = self.init_state(per_image)
-        h, c = h.index_select(0, image_index), c.index_select(0, image_index)
         steps = lengths - 1  # predictions per caption
         mode = "sample" if self.training else self.cfg.hard_mode
         T = int(steps.max())
         emb, pre = self.embed_gates(captions[:, :T])  # B x T x E, B x T x 4H
+        # one tensor per step: each step's gradient is stacked once at the end, where slicing a step out of
+        # B x T x ... would allocate and add a whole B x T x ... gradient at every step
+        emb_t, pre_t = emb.unbind(1), pre.unbind(1)
+        weights = self.recurrent_weights(torch.get_autocast_dtype(feats.device.type)
+                                         if torch.is_autocast_enabled(feats.device.type) else None)
         hs, zs, embs, targets, index, alphas, log_locs, step_index = [], [], [], [], [], [], [], []
         log_chosen = feats.new_zeros(B)
         ent = feats.new_zeros(B)
-        alpha_sum = feats.new_zeros(B, per_image.ann.shape[1])
+        alpha_sum = feats.new_zeros(B, grids.ann.shape[1])
         batch_sizes = (steps.unsqueeze(0) > torch.arange(T, device=steps.device).unsqueeze(1)).sum(1)
         for t, b in enumerate(batch_sizes.tolist()):
-            # each step gathers the running captions' images from the per-image memory: its backward adds
-            # into B_images x L x A, where slicing a per-caption copy would zero-fill B x L x A every step.
-            # The step runs on ``run`` >= b rows, b rounded up to a multiple of STEP_ROWS: the finished
-            # captions it carries along are dropped from every output, and the tensors a batch allocates
-            # then come in a few sizes that repeat from batch to batch, which the C heap can reuse instead
-            # of fragmenting (RssAnon grew past 4 GB over a COCO-sized epoch with one size per b).
+            # the running captions read their images' grids in place (Memory.scores): nothing the size of a
+            # grid is copied per caption. The step runs on ``run`` >= b rows, b rounded up to a multiple of
+            # STEP_ROWS: the finished captions it carries along are dropped from every output, and the
+            # tensors a batch allocates then come in a few sizes that repeat from batch to batch, which the
+            # C heap can reuse instead of fragmenting (RssAnon grew past 4 GB over a COCO-sized epoch).
             run = min(B, -(-b // STEP_ROWS) * STEP_ROWS)
-            memory = per_image.select(image_index[:run])
-            out = self.step(h[:run], c[:run], memory, emb[:run, t], pre[:run, t], mode=mode,
-                            use_expected=None if use_expected is None else use_expected[:run])
+            memory = per_image.first(run)
+            out = self.step(h[:run], c[:run], memory, emb_t[t][:run], pre_t[t][:run], mode=mode,
+                            use_expected=None if use_expected is None else use_expected[:run], weights=weights)
             h, c = out.h, out.c
             hs.append(out.h[:b])
             zs.append(out.z[:b])
-            embs.append(emb[:b, t])
+            embs.append(emb_t[t][:b])
             targets.append(captions[:b, t + 1])
             index.append(torch.arange(b, device=feats.device))
             if hard:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.vocab import Vocab
-from .decoder import Decoder
+from .decoder import Decoder, Memory
 
 
 @dataclass
@@ -44,7 +44,8 @@ def sample_captions(decoder: Decoder, feats: torch.Tensor, vocab: Vocab, per_ima
     """
     B, device = feats.shape[0], feats.device
     N = B * per_image
-    memory = decoder.memory(feats).select(torch.arange(B, device=device).repeat_interleave(per_image))
+    grids = decoder.memory(feats)  # one per image: the samples of an image read it in place
+    memory = Memory.for_rows(grids.ann, grids.keys, torch.arange(B, device=device).repeat_interleave(per_image))
     h, c = decoder.init_state(memory)
     hard = decoder.cfg.attention == "hard"
     banned = torch.tensor([vocab.pad_id, vocab.start_id, vocab.unk_id], device=device)
