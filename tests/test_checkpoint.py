@@ -26,12 +26,15 @@ def _contents(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def _variant(tmp_path: Path, ckpt: Path, name: str, tensors=None, **meta_changes) -> Path:
-    """A copy of a good checkpoint with some tensors or metadata entries replaced (None deletes)."""
+    """A copy of a good checkpoint with some tensors or metadata entries replaced (None deletes), and a checksum
+    that matches its new tensors: a well-made file that is wrong, not a damaged one."""
+    from captioner.model.checkpoint import write_safetensors
+
     good_tensors, meta = _contents(ckpt)
     meta.update(meta_changes)
-    meta = {k: v for k, v in meta.items() if v is not None}
+    meta = {k: v for k, v in meta.items() if v is not None and k != "sha256"}
     out = tmp_path / name
-    save_file(tensors if tensors is not None else good_tensors, str(out), metadata=meta)
+    write_safetensors(out, tensors if tensors is not None else good_tensors, meta)
     return out
 
 

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_synth_arguments(p)
 
     p = sub.add_parser("models", help="list the installed models with their size and location")
+    p.add_argument("--verify", action="store_true", help="check every installed model against its checksum")
 
     p = sub.add_parser("export", help="turn a training checkpoint into a small shippable model file")
     p.add_argument("source", help="checkpoint file or training run folder")
@@ -130,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             from ..model.registry import models_table
 
+            if args.verify:
+                from ..model.checkpoint import verify_models
+
+                report, sound = verify_models()
+                print(report)
+                return 0 if sound else EXIT_PARTIAL
             print(models_table())
             return 0
     except CaptionerError as exc:

@@ -8,7 +8,9 @@ the list of images. Any change gives a new key, so a stale cache is never read.
 
 An entry is written under a lock (one writer; another process that needs it waits and then reads it),
 with its blocks allocated up front, so a full disk is a clear error and never a half-written entry;
-the temporary file of a writer that was killed is removed on the next start.
+the temporary file of a writer that was killed is removed on the next start. Every row carries a CRC-32,
+checked each time the entry is opened: a damaged or truncated entry is rebuilt, with a warning, before
+training reads any of it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import CaptionerError
 from .images import load_image
 from ..atomic import atomic_path, remove_stale_temps, reserve_space, write_json
+from ..digests import damaged_rows, row_checksums
 from ..locks import FileLock
 from ..progress import progress_bar
 
@@ -152,14 +155,46 @@ def cache_entry(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path | 
     return folder / f"{_list_hash([str(p) for p in paths])}-fp16"
 
 
+class DamagedEntry(Exception):
+    """A cache entry that is on disk but cannot be trusted: its message says what is wrong with it."""
+
+
 def _cached(stem: Path, paths: list[str]) -> FeatureStore | None:
+    """The entry's store, None when there is none yet; DamagedEntry when its files fail their checks."""
     meta_path, array_path = stem.with_suffix(".json"), stem.with_suffix(".npy")
-    if meta_path.is_file() and array_path.is_file():
+    if not (meta_path.is_file() and array_path.is_file()):
+        return None
+    try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("paths") == paths:
-            arr = np.load(array_path, mmap_mode="r")
-            return FeatureStore(arr, paths, np.asarray(meta["valid"], dtype=bool))
-    return None
+        if meta.get("paths") != paths:
+            return None
+        arr = np.load(array_path, mmap_mode="r")
+        valid = np.asarray(meta["valid"], dtype=bool)
+        if arr.shape != tuple(meta["shape"]) or len(valid) != len(paths):
+            raise ValueError(f"its array is {arr.shape}, its index says {tuple(meta['shape'])}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DamagedEntry(f"{array_path}: unreadable ({str(exc).splitlines()[0][:120]})") from None
+    sums = meta.get("row_crc32")
+    if sums is None:
+        warnings.warn(f"feature cache {array_path} carries no checksums (an older captioner wrote it), so damage "
+                      "to it cannot be detected; delete it to rebuild it with them", stacklevel=3)
+    else:
+        bad = damaged_rows(arr, sums)
+        if bad:
+            raise DamagedEntry(f"{array_path}: {len(bad)} row(s) do not match their checksums (first: image "
+                               f"{paths[bad[0]]})")
+    return FeatureStore(arr, paths, valid)
+
+
+def _open_or_remove(stem: Path, paths: list[str]) -> FeatureStore | None:
+    """:func:`_cached`, with a damaged entry deleted (and a warning) so that it is encoded again."""
+    try:
+        return _cached(stem, paths)
+    except DamagedEntry as exc:
+        warnings.warn(f"{exc}; the feature cache entry is damaged and is being rebuilt", stacklevel=3)
+        for suffix in (".npy", ".json"):
+            stem.with_suffix(suffix).unlink(missing_ok=True)
+        return None
 
 
 def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path | None = None, *,
@@ -172,13 +207,16 @@ def cache_features(encoder: Encoder, paths: Sequence[str], cache_dir: str | Path
     paths = [str(p) for p in paths]
     stem = cache_entry(encoder, paths, cache_dir)
     remove_stale_temps(stem.parent)
-    store = _cached(stem, paths)
+    try:
+        store = _cached(stem, paths)
+    except DamagedEntry:  # dealt with under the lock: one process rebuilds, the others wait
+        store = None
     if store is not None:
         return store
     stem.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(stem.with_suffix(".lock"), "feature cache entry", wait=True):
-        # whoever held the lock may just have written this very entry
-        return _cached(stem, paths) or _encode_all(encoder, paths, stem, batch_size, workers, progress, device)
+        # whoever held the lock may just have written (or rebuilt) this very entry
+        return _open_or_remove(stem, paths) or _encode_all(encoder, paths, stem, batch_size, workers, progress, device)
 
 
 def _encode_all(encoder: Encoder, paths: list[str], stem: Path, batch_size: int, workers: int,
@@ -205,8 +243,10 @@ def _encode_all(encoder: Encoder, paths: list[str], stem: Path, batch_size: int,
                     valid[idx.numpy()] = True
             bar.close()
         arr.flush()
+        sums = row_checksums(arr)
         del arr
-    write_json(meta_path, {"paths": paths, "valid": valid.tolist(), "encoder": encoder.cache_key(), "shape": [len(paths), *shape]})
+    write_json(meta_path, {"paths": paths, "valid": valid.tolist(), "encoder": encoder.cache_key(),
+                           "shape": [len(paths), *shape], "row_crc32": sums})
     if errors:
         warnings.warn(f"{len(errors)} of {len(paths)} images could not be read and are left out "
                       f"(first: {'; '.join(errors[:3])})", stacklevel=3)

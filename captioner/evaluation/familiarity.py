@@ -81,9 +81,11 @@ def _cache_rows(encoder: Any, paths: list[str], cache_dir: str | os.PathLike | N
     """Rows of an existing feature-cache entry of this encoder (``captioner train`` writes them) for ``paths``.
 
     Only read, never written: an entry counts when its index still matches every image it lists
-    (the same size and time stamps as when it was written, checked as the cache itself does).
+    (the same size and time stamps as when it was written, checked as the cache itself does), and a row
+    only when it still matches its checksum (a damaged row is encoded again instead).
     """
     from ..data.feature_cache import _list_hash, default_cache_dir
+    from ..digests import row_checksums
 
     folder = Path(cache_dir or default_cache_dir()) / encoder.cache_key()
     wanted = {os.path.abspath(p) for p in paths}
@@ -94,16 +96,22 @@ def _cache_rows(encoder: Any, paths: list[str], cache_dir: str | os.PathLike | N
             meta = json.loads(index.read_text())
             listed = [str(p) for p in meta["paths"]]
             valid = list(meta["valid"])
+            sums = meta.get("row_crc32")
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if not array.is_file() or not wanted.intersection(os.path.abspath(p) for p in listed):
             continue
         if index.stem.split("-")[0] != _list_hash(listed):
             continue  # some image changed since: the entry is stale
-        for i, p in enumerate(listed):
-            a = os.path.abspath(p)
-            if a in wanted and a not in rows and valid[i]:
-                rows[a] = (array, i)
+        found = {os.path.abspath(p): i for i, p in enumerate(listed)
+                 if os.path.abspath(p) in wanted and os.path.abspath(p) not in rows and valid[i]}
+        if sums is not None and found:
+            try:
+                arr = np.load(array, mmap_mode="r")
+                found = {a: i for a, i in found.items() if row_checksums(arr[i:i + 1])[0] == sums[i]}
+            except (OSError, ValueError, IndexError):
+                continue
+        rows.update({a: (array, i) for a, i in found.items()})
     return rows
 
 
@@ -115,10 +123,9 @@ def photo_vectors(model: Any, paths: Sequence[str | os.PathLike], *, pooling: st
     Photos already in a feature cache of this encoder are read from it (the fine-tuned blocks still run);
     the rest are decoded and encoded here. Unreadable photos are skipped and reported.
     """
-    from tqdm import tqdm
-
-    from ..errors import CaptionerError
     from ..data.images import load_image
+    from ..errors import CaptionerError
+    from ..progress import progress_bar
 
     paths = [str(p) for p in paths]
     model.eval()
@@ -129,7 +136,7 @@ def photo_vectors(model: Any, paths: Sequence[str | os.PathLike], *, pooling: st
     arrays: dict[Path, np.ndarray] = {}
     hits = [p for p in paths if os.path.abspath(p) in cached]
     misses = [p for p in paths if os.path.abspath(p) not in cached]
-    bar = tqdm(total=len(paths), desc="familiarity: encoding photos", unit="photo", disable=not progress)
+    bar = progress_bar(len(paths), "familiarity: encoding photos", "photo", enabled=progress)
     with torch.no_grad():
         for start in range(0, len(hits), batch_size):
             chunk = hits[start:start + batch_size]
@@ -173,10 +180,8 @@ def save_with_familiarity(src: str | os.PathLike, dst: str | os.PathLike, fam: F
     the familiarity tensors in float32); the metadata is kept as it was, plus ``extra["familiarity"]``.
     """
     from safetensors import safe_open
-    from safetensors.torch import save
 
-    from ..atomic import write_bytes
-    from ..model.checkpoint import read_checkpoint
+    from ..model.checkpoint import read_checkpoint, write_safetensors
     from ..model.registry import resolve_model_path
 
     src_path = resolve_model_path(str(src))
@@ -187,7 +192,7 @@ def save_with_familiarity(src: str | os.PathLike, dst: str | os.PathLike, fam: F
     raw.update(fam.tensors())
     extra = {**extra, META_KEY: fam.metadata()}
     meta["extra"] = json.dumps(extra)
-    write_bytes(dst, save({k: v.contiguous() for k, v in raw.items()}, metadata=meta))
+    write_safetensors(dst, raw, meta)
     return Path(dst)
 
 

@@ -110,10 +110,15 @@ def load_model(name_or_path: str = "default", device: str | torch.device = "cpu"
     """A shipped model by name (``available_models()``) or a checkpoint path, ready to caption."""
     device = resolve_device(device)
     path = resolve_model_path(name_or_path)
-    state, cfg, vocab, extra = read_checkpoint(path)
-    cfg.validate()
-    model = CaptionModel(cfg, vocab, fine_tune_blocks=int(extra.get("fine_tune_blocks", 0)),
-                         name=extra.get("name") or Path(path).stem)
+    checks: list = []  # the checksum is checked while the model is built
+    state, cfg, vocab, extra = read_checkpoint(path, checks)
+    try:
+        cfg.validate()
+        model = CaptionModel(cfg, vocab, fine_tune_blocks=int(extra.get("fine_tune_blocks", 0)),
+                             name=extra.get("name") or Path(path).stem)
+    finally:
+        for check in checks:
+            check.result()  # a damaged file fails here, before any of its tensors is used
     model.load_checkpoint_state(path, state)
     from .familiarity import attach
 

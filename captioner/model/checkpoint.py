@@ -1,43 +1,83 @@
 """Checkpoints that never run code: safetensors tensors + JSON metadata.
 
 A model file is one ``.safetensors`` whose metadata holds the format version, the model config and
-the vocabulary as JSON strings. Loading checks the version and every tensor shape against the config
-before building anything, so a wrong or corrupt file is a clear error, never a crash deep in torch.
+the vocabulary as JSON strings, and a SHA-256 of its tensors. Loading checks the version, the checksum
+and every tensor shape against the config before building anything, so a wrong, corrupt or damaged file
+is a clear error, never a crash deep in torch nor a model that captions nonsense.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import mmap
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import from_dict, to_dict
-
-from .config import ModelConfig, upgrade_config
-from ..errors import CaptionerError, CheckpointError, ConfigError
 from ..atomic import write_bytes
+from ..config import from_dict, to_dict
 from ..data.vocab import Vocab
+from ..errors import CaptionerError, CheckpointError, ConfigError
+from .config import ModelConfig, upgrade_config
 from .registry import resolve_model_path
 
 FORMAT = "captioner-checkpoint"
 VERSION = 1
+DIGEST_KEY = "sha256"  # metadata key: SHA-256 of the tensors (captioner.digests.digest)
+_CHECKER = ThreadPoolExecutor(1, thread_name_prefix="captioner-checksum")  # hashlib runs without the GIL
 def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], cfg: ModelConfig, vocab: Vocab,
                     extra: dict[str, Any] | None = None, half: bool = False) -> None:
-    """Write tensors + config + vocabulary atomically (``half`` stores floats as fp16 to ship small).
+    """Write tensors + config + vocabulary + their checksum atomically (``half`` stores floats as fp16 to ship small).
 
     Serialised in memory, then written: a full disk is then a clear error, not a failure inside safetensors.
     """
-    from safetensors.torch import save
-
     tensors = {}
     for k, v in state.items():
         v = v.detach().cpu()
         tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
     meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(to_dict(cfg)),
             "vocab": json.dumps(vocab.to_dict()), "extra": json.dumps(extra or {})}
-    write_bytes(path, save(tensors, metadata=meta))
+    write_safetensors(path, tensors, meta)
+
+
+def _tensor_region(data: bytes | memoryview) -> memoryview:
+    """The bytes of a safetensors file after its header: every tensor, in the file's order."""
+    return memoryview(data)[8 + int.from_bytes(bytes(data[:8]), "little"):]
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """Write ``tensors`` with ``meta`` and the SHA-256 of the tensor bytes, atomically.
+
+    The tensor bytes do not depend on the metadata (their offsets count from the end of the header), so the
+    checksum of a first serialisation holds for the second, which carries it.
+    """
+    from safetensors.torch import save
+
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    sha = hashlib.sha256(_tensor_region(save(tensors, metadata=meta))).hexdigest()
+    write_bytes(path, save(tensors, metadata={**meta, DIGEST_KEY: sha}))
+
+
+def check_digest(path: Path, meta: dict[str, str]) -> bool:
+    """Whether the file's tensor bytes match the checksum saved with them (False: a file with no checksum,
+    which gets a one-line note); a mismatch is a CheckpointError that says what to do. One hashlib call over
+    the mapped file: it runs without the GIL, so it can overlap building the model."""
+    want = meta.get(DIGEST_KEY)
+    if want is None:
+        warnings.warn(f"{path} carries no checksum (an older captioner wrote it), so damage to it cannot be "
+                      "detected; export it again to add one", stacklevel=3)
+        return False
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        with memoryview(mapped) as view, _tensor_region(view) as region:
+            ok = hashlib.sha256(region).hexdigest() == want
+    if not ok:
+        raise CheckpointError(f"{path}: its tensors do not match the checksum saved with them: the file is damaged; "
+                              "export or download it again (a shipped model: reinstall captioner)")
+    return True
 
 
 def _looks_like_safetensors(path: Path) -> bool:
@@ -57,8 +97,14 @@ def _looks_like_pickle(path: Path) -> bool:
     return head[:1] == b"\x80" or head == b"PK\x03\x04"
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, Vocab, dict[str, Any]]:
-    """Read and validate a checkpoint; tensors come back as float32 on the CPU."""
+def read_checkpoint(path: str | Path, checks: list[Future] | None = None,
+                    ) -> tuple[dict[str, torch.Tensor], ModelConfig, Vocab, dict[str, Any]]:
+    """Read and validate a checkpoint; tensors come back as float32 on the CPU.
+
+    The checksum is checked before this returns, or, given a ``checks`` list, in a background thread whose
+    future is appended there: the caller builds the model meanwhile and must call ``result()`` (which raises
+    for a damaged file) before it uses the tensors.
+    """
     from safetensors import safe_open
 
     p = Path(path)
@@ -66,7 +112,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
         raise CheckpointError(f"{p}: checkpoint not found")
     if not _looks_like_safetensors(p) and _looks_like_pickle(p):
         raise CheckpointError(f"{p}: is a pickle or torch.save file, which can run code when loaded; captioner "
-                              "only loads .safetensors checkpoints (save with captioner.weights.save_checkpoint)")
+                              "only loads .safetensors checkpoints (save with captioner.model.checkpoint.save_checkpoint)")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
@@ -76,6 +122,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
                               f"{str(exc).splitlines()[0][:120]})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a captioner checkpoint (no '{FORMAT}' metadata)")
+    if checks is None:
+        check_digest(p, meta)
+    else:
+        checks.append(_CHECKER.submit(check_digest, p, meta))
     if meta.get("version") != str(VERSION):
         raise CheckpointError(f"{p}: checkpoint format version {meta.get('version')} is not supported "
                               f"(this captioner reads version {VERSION}); upgrade captioner")
@@ -156,3 +206,25 @@ def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True, na
     extra = {**extra, "name": name or extra.get("name") or Path(dst).stem, "exported_from": Path(src).name}
     save_checkpoint(dst, tensors, cfg, vocab, extra=extra, half=half)
     return Path(dst)
+
+
+def verify_models() -> tuple[str, bool]:
+    """`captioner models --verify`: each installed model checked against its checksum, one line each, and
+    whether all of them are sound (a file with no checksum is reported, not failed)."""
+    from safetensors import safe_open
+
+    from .registry import named_models
+
+    lines, sound, status = [], True, {}
+    for name, path in named_models():
+        if path not in status:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the missing checksum is this report's own line
+                    read_checkpoint(path)
+                with safe_open(str(path), framework="pt") as f:
+                    status[path] = "ok" if DIGEST_KEY in (f.metadata() or {}) else "no checksum (an older file)"
+            except CaptionerError as exc:
+                status[path], sound = f"DAMAGED: {exc}", False
+        lines.append(f"{name:<16} {status[path]}  {path}")
+    return "\n".join(lines), sound

@@ -71,7 +71,7 @@ def find_models() -> dict[str, Path]:
     return {n: found[n] for n in order}
 
 
-def _named_models() -> list[tuple[str, Path]]:
+def named_models() -> list[tuple[str, Path]]:
     """(name, file) for every usable name: the aliases of found models first, then the models."""
     models = find_models()
     return [(a, models[n]) for a, n in ALIASES.items() if n in models] + list(models.items())
@@ -79,12 +79,12 @@ def _named_models() -> list[tuple[str, Path]]:
 
 def available_models() -> list[str]:
     """Names accepted by ``load_model`` whose files are on the search path (aliases first)."""
-    return [name for name, _ in _named_models()]
+    return [name for name, _ in named_models()]
 
 
 def models_table() -> str:
     """`captioner models`: each name with its file's size and location, so one sees which copy is used."""
-    rows = _named_models()
+    rows = named_models()
     if not rows:
         raise _no_models_error()
     width = max(len(name) for name, _ in rows)

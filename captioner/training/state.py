@@ -2,13 +2,16 @@
 
 The state file holds the weights, the optimizer, the RNG, the epoch and the position in it, the moving
 baselines and the log, as tensors and JSON strings loaded with ``torch.load(weights_only=True)``:
-resuming never runs code, and a run resumed after Ctrl-C continues bit for bit.
+resuming never runs code, and a run resumed after Ctrl-C continues bit for bit. A SHA-256 of all of it
+is saved alongside, so a damaged state is refused instead of resumed from.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +20,16 @@ import torch
 
 from ..atomic import write_bytes
 from ..config import to_dict
+from ..digests import digest
 from ..errors import CheckpointError
 from ..model.caption_model import CaptionModel
 from ..model.checkpoint import check_shapes, read_checkpoint
 from ..model.registry import resolve_model_path
 from .config import TrainConfig
 from .ema import WeightAverage
+
+
+DIGEST_KEY = "sha256"
 
 
 @dataclass
@@ -38,20 +45,42 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def previous(path: Path) -> Path:
+    """Where the state before the last one is kept (``last.state.pt`` -> ``previous.state.pt``)."""
+    return path.with_name(path.name.replace("last", "previous", 1) if "last" in path.name else "previous." + path.name)
+
+
 def save_state(path: Path, model: CaptionModel, optimizer: torch.optim.Optimizer, state: TrainState,
                cfg: TrainConfig, average: WeightAverage | None) -> None:
-    """Write the whole training state atomically (serialised in memory first: a full disk is a clear error)."""
+    """Write the whole training state atomically (serialised in memory first: a full disk is a clear error);
+    the state it replaces is kept as :func:`previous`, to resume from should the new one ever be damaged."""
     blob = {"model": model.checkpoint_state(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
             "state": json.dumps(state.__dict__), "config": json.dumps(to_dict(cfg))}
     if average is not None:
         blob["average"] = average.state_dict()
+    blob[DIGEST_KEY] = digest(blob)
     buf = io.BytesIO()
     torch.save(blob, buf)
+    if path.is_file():
+        os.replace(path, previous(path))
     write_bytes(path, buf.getvalue())
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """The saved blob, checked for the keys a resume reads; a missing or corrupt file is a one-line error."""
+    """The saved blob, checked for the keys a resume reads and against its checksum. A damaged state falls back,
+    with a warning, to the one before it; a missing or corrupt file with nothing sound to fall back on is a
+    one-line error."""
+    try:
+        return _load_checked(path)
+    except CheckpointError as exc:
+        if not previous(path).is_file():
+            raise
+        blob = _load_checked(previous(path))
+        warnings.warn(f"{exc}; resuming from {previous(path).name}, the state saved before it", stacklevel=2)
+        return blob
+
+
+def _load_checked(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: nothing to resume (no training state); start without --resume")
     try:
@@ -59,6 +88,14 @@ def load_state(path: Path) -> dict[str, Any]:
         json.loads(blob["state"]), blob["model"], blob["optimizer"], blob["rng"]
     except Exception as exc:
         raise CheckpointError(f"{path}: corrupt training state, cannot resume ({str(exc).splitlines()[0][:120]})") from None
+    saved = blob.pop(DIGEST_KEY, None)
+    if saved is None:
+        warnings.warn(f"{path} carries no checksum (an older captioner wrote it), so damage to it cannot be "
+                      "detected", stacklevel=2)
+    elif digest(blob) != saved:
+        raise CheckpointError(f"{path}: the training state does not match the checksum saved with it: the file is "
+                              "damaged; start again with --overwrite (--init-from the run's best.safetensors "
+                              "keeps its weights)")
     return blob
 
 
