@@ -16,6 +16,7 @@ from pathlib import Path
 from ..model.search import DecodeOptions
 from ..errors import CaptionerError, ConfigError
 from ..model.familiarity import print_unfamiliar_note
+from ..data.erase import erase, parse_boxes
 from ..data.images import find_images, load_image
 from ..model.results import caption_entry, error_entry
 from ..progress import print_result, progress_bar
@@ -83,6 +84,11 @@ def _target(option: str | None, name: str, suffix: str, many: bool) -> Path | No
     return p / f"{name}{suffix}"
 
 
+def _erased(image, boxes):
+    """``(photo, boxes applied)``: with ``--erase``, the photo with its boxes painted over (None: no erasing)."""
+    return (image, None) if boxes is None else erase(image, boxes)
+
+
 def _write(out: Path, render, *args, **kwargs) -> None:
     """Run a renderer; an unwritable output is one clear error, not a traceback."""
     try:
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if args.html and Path(args.html).is_dir():
         raise ConfigError(f"--html {args.html}: is a folder; pass a file name such as report.html")
     names = _output_names(paths)
+    boxes = parse_boxes(args.erase or [], "--erase") if args.erase else None
     model = load_model(args.model, device=args.device)
     opts = DecodeOptions(beam=args.beam, max_len=args.max_len, hard_mode=args.hard_mode, sample=args.sample,
                          location_samples=args.location_samples, seed=args.seed, no_repeat_ngram=args.no_repeat_ngram)
@@ -121,15 +128,16 @@ def run(args: argparse.Namespace) -> int:
             opened = []
             for p in chunk:
                 try:
-                    opened.append((p, load_image(p)))
+                    opened.append((p, *_erased(load_image(p), boxes)))
                 except CaptionerError as exc:
                     failures.append(str(exc))
                     entries.append(error_entry(str(p), str(exc), model.name))
                     bar.update(1)
             if not opened:
                 continue
-            results = model.caption_images([im for _, im in opened], opts)
-            for (p, im), res in zip(opened, results):
+            results = model.caption_images([im for _, im, _ in opened], opts)
+            for (p, im, applied), res in zip(opened, results):
+                res.erased = applied
                 entry = caption_entry(str(p), res, model.name, model.cfg.grid)
                 entries.append(entry)
                 if not args.json:

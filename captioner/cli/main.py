@@ -48,8 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "probabilities averaged (weighted by how well each path explains the words so far) (default 1)")
     p.add_argument("--no-repeat-ngram", type=int, default=3, metavar="N",
                    help="never repeat an N-gram (nor a word twice in a row) within a caption; 0 = off (default 3)")
+    p.add_argument("--erase", action="append", metavar="X,Y,W,H",
+                   help="paint this box (the photo's own pixels, after EXIF rotation) in the mean colour before "
+                        "captioning, to see what the caption was built on; repeat for several boxes")
     p.add_argument("--sample", action="store_true", help="sample words instead of beam search (use --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
+
+    p = sub.add_parser("explain", help="erase what each word looked at and caption again: does the word survive?")
+    from .explain import add_arguments as add_explain_arguments
+
+    add_explain_arguments(p)
 
     p = sub.add_parser("train", help="train a model on COCO / Karpathy / Flickr8k data")
     from .train import add_arguments as add_train_arguments
@@ -101,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .caption import run as run_caption
 
             return run_caption(args)
+        if args.command == "explain":
+            from .explain import run as run_explain
+
+            return run_explain(args)
         if args.command == "train":
             from .train import run as run_train
 

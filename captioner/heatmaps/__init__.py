@@ -2,7 +2,7 @@
 
 from .figures import layout, render_gif, render_heatmap
 from .overlay import AttentionScale, attention_scale, overlay, percent, upsample_attention
-from .report import render_html_report
+from .report import data_uri, render_html_report
 
-__all__ = ["AttentionScale", "attention_scale", "layout", "overlay", "percent", "render_gif", "render_heatmap",
+__all__ = ["AttentionScale", "attention_scale", "data_uri", "layout", "overlay", "percent", "render_gif", "render_heatmap",
            "render_html_report", "upsample_attention"]

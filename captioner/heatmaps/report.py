@@ -24,9 +24,10 @@ from .overlay import (
 )
 
 
-def _data_uri(img: Image.Image) -> str:
+def data_uri(img: Image.Image, quality: int = 85) -> str:
+    """A JPEG data URI: reports and pages carry their images inside them and load nothing from outside."""
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
+    img.save(buf, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -87,10 +88,10 @@ def _entry_html(entry: Any, lut: np.ndarray, opacity: float, image_root: Path | 
                                [w.get("location") for w in words_in])
         sc = attention_scale(grids, scale)
         legend = f"<small>{html.escape(sc.legend())}</small>" if words else ""
-        figures = [f'<figure><img src="{_data_uri(thumb)}" alt="input"><figcaption>input{legend}</figcaption>'
+        figures = [f'<figure><img src="{data_uri(thumb)}" alt="input"><figcaption>input{legend}</figcaption>'
                    "</figure>"]
         for i, (word, grid, loc) in enumerate(zip(words, grids, locs)):
-            uri = _data_uri(overlay(thumb, grid, loc, opacity=opacity, lut=lut, vmax=sc.top))
+            uri = data_uri(overlay(thumb, grid, loc, opacity=opacity, lut=lut, vmax=sc.top))
             figures.append(f'<figure data-w="{i}" data-peak="{sc.peaks[i]!r}" data-image-weight='
                            f'"{sc.image_weights[i]!r}"><img src="{uri}" alt="{html.escape(word)}">'
                            f"<figcaption>{html.escape(word)}<small>{html.escape(sc.label(i))}</small>"

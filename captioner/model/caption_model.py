@@ -20,6 +20,8 @@ from .search import DecodeOptions, decode
 from ..devices import resolve_device
 from .encoder import Encoder, build_preprocess
 from ..errors import CaptionerError
+from ..data.erase import erase as erase_boxes
+from ..data.erase import parse_boxes
 from ..data.images import load_image
 from ..data.vocab import Vocab
 from .checkpoint import check_shapes, read_checkpoint
@@ -100,10 +102,17 @@ class CaptionModel(torch.nn.Module):
         return annotate(self, feats, decode(self.decoder, feats, self.vocab, opts))
 
     def caption(self, image: str | os.PathLike | Image.Image, beam: int = 3, max_len: int = 20,
-                **options) -> CaptionResult:
-        """Caption one image file or PIL image."""
+                erase: Sequence[Sequence[float]] | None = None, **options) -> CaptionResult:
+        """Caption one image file or PIL image; ``erase``: ``[x, y, w, h]`` boxes (the photo's own pixels) painted
+        over in the mean colour first, to see what the caption was built on (``result.erased``: the boxes
+        applied, clipped to the photo)."""
         img = image if isinstance(image, Image.Image) else load_image(image)
-        return self.caption_images([img], DecodeOptions(beam=beam, max_len=max_len, **options))[0]
+        applied = None
+        if erase is not None:
+            img, applied = erase_boxes(img, parse_boxes(list(erase)))
+        result = self.caption_images([img], DecodeOptions(beam=beam, max_len=max_len, **options))[0]
+        result.erased = applied
+        return result
 
 
 def load_model(name_or_path: str = "default", device: str | torch.device = "cpu") -> CaptionModel:

@@ -24,6 +24,7 @@ class CaptionResult:
     locations: list[int] | None = None  # hard attention: chosen cell per word
     alternatives: list["CaptionResult"] = field(default_factory=list)
     familiarity: float | None = None  # 0..1, how like the training photos the photo is (None: not fitted)
+    erased: list[list[int]] | None = None  # the [x, y, w, h] boxes painted over before captioning, if any
 
     @property
     def caption(self) -> str:
@@ -53,6 +54,8 @@ def caption_entry(image: str, result: CaptionResult, model: str, grid: int) -> d
              "model": model}
     if result.familiarity is not None:  # models fitted with `captioner familiarity fit` only
         entry["familiarity"] = round(float(result.familiarity), 4)
+    if result.erased is not None:  # boxes painted over first (caption --erase, the page's eraser)
+        entry["erased"] = [list(map(int, box)) for box in result.erased]
     return entry
 
 

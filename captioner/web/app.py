@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
+from ..data.erase import parse_boxes
 from ..errors import CaptionerError, ConfigError
 from ..model.results import error_entry
 from ..model.search import DecodeOptions
@@ -60,6 +61,17 @@ def _int_param(params: Mapping[str, Any], key: str, default: int, low: int, high
     if value is None or not low <= value <= high:
         raise RequestError(400, f"{key} must be a whole number from {low} to {high}, got {str(raw)[:40]!r}")
     return value
+
+
+def _erase_param(params: Mapping[str, Any]) -> list | None:
+    """The optional ``erase`` field: a JSON list of at most 64 ``[x, y, w, h]`` boxes, or a 400 saying what is wrong."""
+    raw = params.get("erase")
+    if raw in (None, ""):
+        return None
+    try:
+        return parse_boxes(str(raw))
+    except ConfigError as exc:
+        raise RequestError(400, str(exc)) from None
 
 
 def _label(filename: str | None) -> str:
@@ -138,11 +150,12 @@ def _caption_endpoint(service: CaptionService) -> Callable[[Request], Awaitable[
             opts = DecodeOptions(beam=_int_param(params, "beam", 3, 1, MAX_BEAM),
                                  max_len=_int_param(params, "max_len", 20, 1, MAX_WORDS))
             overlays = str(params.get("overlays", "")).lower() in ("1", "true", "yes")
+            erase = _erase_param(params)
             if data is None:
                 image = await run_in_threadpool(service.open_demo, label)
             else:
                 image = await run_in_threadpool(service.open_upload, data, label)
-            entry = await run_in_threadpool(service.caption, image, label, model, opts, overlays)
+            entry = await run_in_threadpool(service.caption, image, label, model, opts, overlays, erase)
         except ClientDisconnect:  # gone before its upload was complete: nobody to answer
             log.info("client went away while sending %s", label)
             return JSONResponse(error_entry(label, "upload incomplete: the client disconnected", model),

@@ -7,7 +7,6 @@ request at a time per model keeps memory flat under load).
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 import os
@@ -22,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data.images import MAX_PIXELS, is_image_name, load_image
 from ..errors import ConfigError, ImageError
+from ..data.erase import erase as erase_boxes
 from ..model.results import caption_entry
 from ..model.search import DecodeOptions
 from .page import size_text
@@ -124,11 +124,16 @@ class CaptionService:
         return load_image(self.demos[name])
 
     def caption(self, image: Image.Image, label: str, model: str, opts: DecodeOptions,
-                overlays: bool = False) -> dict[str, Any]:
-        """The ``caption --json`` entry for one image; ``overlays`` adds the page's heatmaps and figures."""
+                overlays: bool = False, erase: list | None = None) -> dict[str, Any]:
+        """The ``caption --json`` entry for one image; ``overlays`` adds the page's heatmaps and figures;
+        ``erase``: boxes painted over first (the entry's ``erased`` lists those applied, clipped to the photo)."""
         served = self.served[model]
+        applied = None
+        if erase is not None:
+            image, applied = erase_boxes(image, erase)
         with served.lock:
             result = served.model.caption_images([image], opts)[0]
+        result.erased = applied
         entry = caption_entry(label, result, model, served.model.cfg.grid)
         if overlays:
             entry.update(render_overlays(image, entry))
@@ -144,16 +149,16 @@ def render_overlays(image: Image.Image, entry: Mapping[str, Any], max_side: int 
     :func:`captioner.visualize.attention_scale`, the code behind the CLI's PNG/GIF/HTML outputs, on the
     upright photo the model saw, so the page and the files always agree.
     """
-    from ..heatmaps import attention_scale, overlay
+    from ..heatmaps import attention_scale, data_uri, overlay
 
     thumb = image.copy()
     thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     sc = attention_scale([w["attention"] for w in entry["words"]])
-    uris = [_jpeg_uri(overlay(thumb, w["attention"], w.get("location"), vmax=sc.top)) for w in entry["words"]]
+    uris = [data_uri(overlay(thumb, w["attention"], w.get("location"), vmax=sc.top), 88) for w in entry["words"]]
     # min(1, ...): a row of 5-decimal weights can sum a hair over 1; the figure is a share of the attention.
     words = [{**w, "peak": round(peak, 5), "image_weight": round(min(1.0, weight), 5)}
              for w, peak, weight in zip(entry["words"], sc.peaks, sc.image_weights)]
-    return {"thumbnail": _jpeg_uri(thumb), "overlays": uris, "attention_max": round(sc.vmax, 5),
+    return {"thumbnail": data_uri(thumb, 88), "overlays": uris, "attention_max": round(sc.vmax, 5),
             "show_image_weight": sc.show_image_weight, "words": words}
 
 
@@ -161,12 +166,6 @@ def _threshold(model: Any) -> float | None:
     """The model's familiarity threshold, for the page's warning (None: no familiarity data)."""
     fam = getattr(model, "familiarity", None)
     return fam.threshold if fam is not None else None
-
-
-def _jpeg_uri(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=88)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def too_big(label: str, size: int, limit: int) -> str:
