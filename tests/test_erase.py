@@ -12,6 +12,7 @@ import captioner
 from captioner.cli.main import main as cli_main
 from captioner.data.erase import MAX_BOXES, MEAN_RGB, cell_boxes, clip_box, erase, parse_boxes
 from captioner.errors import ConfigError
+from captioner.model.search import DecodeOptions
 
 pytest.importorskip("starlette", reason="the web server needs starlette (pip install -r requirements.txt)")
 from starlette.testclient import TestClient  # noqa: E402
@@ -99,3 +100,28 @@ def test_explain_checks_every_content_word_against_random_cells(tiny_checkpoint,
     assert out.read_text().count("<h3>") == len(report["words"])
     assert cli_main(["explain", str(PHOTO), "--model", str(tiny_checkpoint), "--beam", "1", "--json", "--cells", "1"]) == 0
     assert json.loads(capsys.readouterr().out)[0] == report  # seeded: the same report again
+
+
+def test_overlays_report_the_upright_size_the_boxes_are_measured_in(tiny_checkpoint, tmp_path):
+    """A photo stored sideways (EXIF orientation 6): width/height, the boxes and the thumbnail are all upright."""
+    import base64
+    import io
+
+    stored = Image.new("RGB", (60, 40), (250, 250, 250))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view: upright it is 40 wide, 60 high
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", exif=exif, quality=95)
+    service = CaptionService(load_models(str(tiny_checkpoint), compare="none"), demo_dir=None)
+    with TestClient(create_app(service)) as client:
+        r = client.post("/api/caption", files={"image": ("side.jpg", buf.getvalue(), "image/jpeg")},
+                        data={"overlays": "1", "erase": json.dumps([[0, 50, 100, 100]]), "max_len": "3"})
+    entry = r.json()
+    assert r.status_code == 200 and (entry["width"], entry["height"]) == (40, 60)
+    assert entry["erased"] == [[0, 50, 40, 10]]  # clipped to the upright frame
+    thumb = Image.open(io.BytesIO(base64.b64decode(entry["thumbnail"].split(",", 1)[1]))).convert("RGB")
+    assert thumb.size == (40, 60)  # the photo the model saw, erased: grey at the bottom only
+    assert max(abs(a - b) for a, b in zip(thumb.getpixel((20, 57)), MEAN_RGB)) < 12
+    assert min(thumb.getpixel((20, 5))) > 230
+    plain = service.caption(Image.new("RGB", (5, 7)), "x", "tiny-soft", DecodeOptions(max_len=3))
+    assert "width" not in plain  # only with overlays

@@ -143,8 +143,10 @@ class CaptionService:
 def render_overlays(image: Image.Image, entry: Mapping[str, Any], max_side: int = OVERLAY_PX) -> dict[str, Any]:
     """What the page adds to the entry: the photo and each word's heatmap as JPEG data URIs, and the figures.
 
-    ``{"thumbnail", "overlays": [uri per word], "attention_max", "show_image_weight", "words"}``, where
-    ``words`` is the entry's list with each word's ``peak`` (max α) and ``image_weight`` (Σ α) added.
+    ``{"thumbnail", "overlays": [uri per word], "attention_max", "show_image_weight", "width", "height",
+    "words"}``, where ``width`` x ``height`` is ``image``'s size (the upright photo's own pixels, the frame of
+    erase boxes and of the attention grid) and ``words`` is the entry's list with each word's ``peak``
+    (max α) and ``image_weight`` (Σ α) added.
     Drawn with :func:`captioner.visualize.overlay` on the caption-wide scale of
     :func:`captioner.visualize.attention_scale`, the code behind the CLI's PNG/GIF/HTML outputs, on the
     upright photo the model saw, so the page and the files always agree.
@@ -159,7 +161,7 @@ def render_overlays(image: Image.Image, entry: Mapping[str, Any], max_side: int 
     words = [{**w, "peak": round(peak, 5), "image_weight": round(min(1.0, weight), 5)}
              for w, peak, weight in zip(entry["words"], sc.peaks, sc.image_weights)]
     return {"thumbnail": data_uri(thumb, 88), "overlays": uris, "attention_max": round(sc.vmax, 5),
-            "show_image_weight": sc.show_image_weight, "words": words}
+            "show_image_weight": sc.show_image_weight, "width": image.width, "height": image.height, "words": words}
 
 
 def _threshold(model: Any) -> float | None:
