@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from captioner.model.config import ModelConfig
-from captioner.model.decoder import Decoder, HardTraining
+from captioner.model.decoder import Decoder, HardTraining, TrainOut
 from captioner.training.losses import caption_loss, update_baseline, update_word_baseline
 
 
@@ -62,8 +62,6 @@ def test_the_papers_estimator_learns_it_too_but_more_slowly():
 
 def test_token_advantages_use_each_words_own_baseline():
     """One caption, two steps: the REINFORCE term is -sum_t (log p(y_t) - b[y_t]) log p(s_t) / words."""
-    from captioner.model.decoder import TrainOut
-
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]))
     log_loc = torch.log(torch.tensor([0.5, 0.25])).requires_grad_()
     out = TrainOut(logits=logits, targets=torch.tensor([0, 2]), caption_index=torch.tensor([0, 0]),
@@ -84,10 +82,8 @@ def test_token_advantages_use_each_words_own_baseline():
 
 
 def _two_step_out(logp_rows: list[float], caption_index: list[int], step_index: list[int], n_paths: int,
-                  path_of: list[int] | None = None) -> "TrainOut":
+                  path_of: list[int] | None = None) -> TrainOut:
     """A TrainOut whose target words have the given log p (3-word vocabulary; the target is word 0)."""
-    from captioner.model.decoder import TrainOut
-
     p = torch.tensor(logp_rows).exp()
     logits = torch.log(torch.stack([p, (1 - p) / 2, (1 - p) / 2], 1))
     log_loc = torch.full((len(logp_rows),), -0.5, requires_grad=True)
