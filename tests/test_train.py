@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config, train_config
 from safetensors.torch import load_file
 
+import captioner
 from captioner.cli.main import main as cli_main
 from captioner.errors import CheckpointError, ConfigError, DataError
 from captioner.training.loop import main as train_main
-from conftest import tiny_config, train_config
-
 
 make_cfg = train_config
 
@@ -105,8 +105,9 @@ def test_cli_errors_are_one_line(shapes, tmp_path, capsys):
 
 
 def test_config_file_and_flags_precedence(tmp_path):
-    from captioner.cli.train import add_arguments, config_from_args
     import argparse
+
+    from captioner.cli.train import add_arguments, config_from_args
 
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps({"epochs": 7, "lr": 0.01, "model": {"attention": "local"}}))
@@ -147,9 +148,9 @@ def test_fine_tuning_from_cached_activations_trains_like_the_live_encoder(shapes
 
 
 def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
+    import captioner
     from captioner.model.caption_model import CaptionModel
     from captioner.training.state import init_weights
-    import captioner
 
     train_main(make_cfg(shapes, tmp_path / "ft", epochs=1, fine_tune_blocks=1, encoder_lr=1e-2))
     source = tmp_path / "ft" / "best.safetensors"
@@ -165,11 +166,11 @@ def test_init_from_a_fine_tuned_model_carries_its_encoder(shapes, tmp_path):
 
 
 def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, monkeypatch):
+    from captioner.data.feature_cache import cache_features
+    from captioner.data.vocab import Vocab
+    from captioner.model.caption_model import CaptionModel
     from captioner.training import validation as train
     from captioner.training.batches import prepare_data
-    from captioner.data.feature_cache import cache_features
-    from captioner.model.caption_model import CaptionModel
-    from captioner.data.vocab import Vocab
 
     cfg = make_cfg(shapes, tmp_path / "v", fine_tune_blocks=2, model=tiny_config("soft", grid=2))
     _, val = prepare_data(cfg)
@@ -193,13 +194,12 @@ def test_validation_runs_the_fine_tuned_blocks_in_eval_mode(shapes, tmp_path, mo
 
 
 def test_validation_decodes_as_captioning_does(shapes, tmp_path, monkeypatch):
+    from captioner.data.feature_cache import cache_features
+    from captioner.data.vocab import Vocab
+    from captioner.model.caption_model import CaptionModel
+    from captioner.model.search import DecodeOptions
     from captioner.training import validation as train
     from captioner.training.batches import prepare_data
-    from captioner.data.feature_cache import cache_features
-    from captioner.model.caption_model import CaptionModel
-    from captioner.data.vocab import Vocab
-
-    from captioner.model.search import DecodeOptions
 
     cfg = make_cfg(shapes, tmp_path / "v", model=tiny_config("soft", grid=2))
     _, val = prepare_data(cfg)
@@ -225,9 +225,9 @@ def test_bf16_training_learns_like_fp32(shapes, tmp_path):
 
 def test_init_from_warm_starts_hard_attention_from_a_soft_model(shapes, tmp_path):
     import captioner
+    from captioner.data.vocab import Vocab
     from captioner.model.caption_model import CaptionModel
     from captioner.training.state import init_weights
-    from captioner.data.vocab import Vocab
 
     train_main(make_cfg(shapes, tmp_path / "soft", epochs=1, model=tiny_config("soft", grid=2)))
     source = tmp_path / "soft" / "best.safetensors"
@@ -245,3 +245,38 @@ def test_init_from_warm_starts_hard_attention_from_a_soft_model(shapes, tmp_path
     cold = train_main(make_cfg(shapes, tmp_path / "cold", epochs=1))["history"]
     assert warm[0]["epoch"] == 0 and "BLEU-4" in warm[0]  # the warm start is scored before training
     assert warm[1]["first_ce"] < cold[0]["first_ce"] - 0.1
+
+
+def test_a_recipe_file_runs_its_stages_in_turn_and_exports_the_model(shapes, tmp_path, capsys):
+    """`captioner train --config recipe.yaml`: stage 2 starts from stage 1, the model is exported, the time kept;
+    --resume skips finished stages."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""
+format: coco
+batch_size: 4
+min_word_count: 1
+max_len: 12
+val_beam: 2
+seed: 3
+progress: false
+cache_dir: {tmp_path / 'cache'}
+model: {{attention: soft, grid: 2, embed_dim: 16, hidden_dim: 32, attention_dim: 16, proj_dim: 24, dropout: 0.0}}
+stages:
+  - {{name: xe, epochs: 1, lr: 0.001}}
+  - {{name: scst, init_from: previous, objective: scst, scst_samples: 2, epochs: 1, lr: 0.0001}}
+export: {{name: tiny, checkpoint: last}}
+""".replace("format: coco", "data_format: coco"))
+    out = tmp_path / "recipe-run"
+    args = ["train", "--config", str(recipe), "--data", str(shapes / "captions_train.json"),
+            "--val-data", str(shapes / "captions_val.json"), "--out", str(out)]
+    assert cli_main(args) == 0
+    record = json.loads((out / "recipe.json").read_text())
+    assert list(record["stages"]) == ["xe", "scst"] and record["total_seconds"] > 0
+    scst_log = [json.loads(line) for line in (out / "scst" / "metrics.jsonl").read_text().splitlines()]
+    assert scst_log[0]["epoch"] == 0 and "reward" in scst_log[-1]  # started from stage 1's model
+    assert scst_log[0]["BLEU-4"] == json.loads((out / "xe" / "metrics.jsonl").read_text().splitlines()[-1])["BLEU-4"]
+    exported = captioner.load_model(str(out / "tiny.safetensors"))
+    assert exported.name == "tiny" and exported.cfg.grid == 2
+    capsys.readouterr()
+    assert cli_main(args + ["--resume"]) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 2

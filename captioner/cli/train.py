@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any, get_type_hints
 
 from ..config import OPTION_GROUPS, RUNTIME, from_dict, load_config_file, to_dict
@@ -117,29 +118,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         groups[opt.group].add_argument(*opt.flags, **kwargs)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the config file, then explicit flags."""
-    data: dict[str, Any] = to_dict(TrainConfig())
-    if getattr(args, "config", None):
-        file_data = load_config_file(args.config)
-        model_part = file_data.pop("model", {}) or {}
-        from_dict(TrainConfig, {**file_data, "model": model_part}, args.config)  # validates keys
-        data.update(file_data)
-        data["model"].update(model_part)
+def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options given on the command line: (run options, model options)."""
+    run_opts, model_opts = {}, {}
     for key, value in vars(args).items():
         if key.startswith("model."):
-            data["model"][key[6:]] = value
-        elif key in data and key != "model":
-            data[key] = value
-    return from_dict(TrainConfig, data)
+            model_opts[key[6:]] = value
+        elif key in TrainConfig.__dataclass_fields__ and key != "model":
+            run_opts[key] = value
+    return run_opts, model_opts
+
+
+def _layers(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Defaults < the config file (without its stages) < flags, as a plain dict; and the file itself."""
+    data: dict[str, Any] = to_dict(TrainConfig())
+    file_data = load_config_file(args.config) if getattr(args, "config", None) else {}
+    base = {k: v for k, v in file_data.items() if k not in ("stages", "export")}
+    model_part = base.pop("model", {}) or {}
+    from_dict(TrainConfig, {**base, "model": model_part}, args.config or "config")  # validates keys
+    data.update(base)
+    data["model"].update(model_part)
+    run_opts, model_opts = _flags(args)
+    data.update(run_opts)
+    data["model"].update(model_opts)
+    return data, file_data
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the config file, then explicit flags."""
+    return from_dict(TrainConfig, _layers(args)[0])
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training.loop import main
 
-    cfg = config_from_args(args)
-    result = main(cfg, resume=args.resume, overwrite=args.overwrite)
+    data, file_data = _layers(args)
+    if "stages" in file_data:
+        return _run_recipe(args, data, file_data)
+    result = main(from_dict(TrainConfig, data), resume=args.resume, overwrite=args.overwrite)
     if result["interrupted"]:
         return 130
     print(f"done: best validation BLEU-4 {result['best']:.2f}; checkpoints in {result['out']}")
+    return 0
+
+
+def _run_recipe(args: argparse.Namespace, data: dict[str, Any], file_data: dict[str, Any]) -> int:
+    """A config file with ``stages``: each stage in turn (see captioner.training.recipe); flags override every stage."""
+    from ..training.loop import main
+    from ..training.recipe import run_recipe, stage_configs
+
+    run_opts, model_opts = _flags(args)
+    stages = [{**stage, **run_opts, "model": {**(stage.get("model") or {}), **model_opts}}
+              if isinstance(stage, dict) else stage for stage in file_data["stages"]]
+    out = Path(data["out"])
+    configs = stage_configs({k: v for k, v in data.items() if k != "out"}, stages, out, args.config)
+    result = run_recipe(configs, out, file_data.get("export"), main, args.resume, args.overwrite)
+    if result.get("interrupted"):
+        return 130
+    minutes = result["recipe"]["total_seconds"] / 60
+    print(f"done: {len(configs)} stages in {minutes:.1f} min; last stage's best validation BLEU-4 "
+          f"{result['best']:.2f}; record in {out / 'recipe.json'}")
     return 0
