@@ -313,7 +313,8 @@ def test_page_writes_familiarity_as_the_report_does():
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    helper = re.search(r"^function famLine\(.*?^}\n", _JS, flags=re.M | re.S).group(0)
+    helper = "".join(re.search(rf"^function {name}\(.*?^}}\n", _JS, flags=re.M | re.S).group(0)
+                     for name in ("modelInfo", "famLine"))
     xs = [0.0, 0.004, 0.0449, 0.05, 0.051, 0.5, 0.999, 1.0]
     script = ("function el(tag, props) { return props; }\n"
               "const cfg = {models: [{name: 'm', familiarity_threshold: 0.05}, {name: 'old'}]};\n" + helper +
