@@ -1,4 +1,4 @@
-"""How well familiarity separates a model's dev photos from photos unlike its training data (issue 13).
+"""How well familiarity separates a model's dev photos from photos unlike its training data.
 
 ``python benchmarks/bench_familiarity.py --model M --format flickr8k --data FLICKR8K`` scores the dev
 split (in-domain) against the out-of-domain photos: ``demo/``, ``benchmarks/ood/`` (licensed photos,

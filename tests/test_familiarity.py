@@ -1,4 +1,4 @@
-"""Familiarity (issue 13): the score, its place in a checkpoint, and what `caption` shows of it.
+"""Familiarity: the score, its place in a checkpoint, and what `caption` shows of it.
 
 Everything runs on tiny random models and files made here (conftest), never on ../shared.
 """

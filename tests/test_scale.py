@@ -1,4 +1,4 @@
-"""The data path at COCO's size (issue 13): what must stay linear and small as the dataset grows.
+"""The data path at COCO's size: what must stay linear and small as the dataset grows.
 
 Everything here runs on tiny data made in tmp_path; benchmarks/bench_coco_scale.py measures the real sizes.
 """

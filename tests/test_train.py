@@ -280,3 +280,19 @@ export: {{name: tiny, checkpoint: last}}
     capsys.readouterr()
     assert cli_main(args + ["--resume"]) == 0
     assert capsys.readouterr().out.count("finished before, skipped") == 2
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "weights" / "recipes").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_recipes_are_valid_configs(recipe, tmp_path):
+    """Each weights/recipes file names real options and exports the model it is named after."""
+    from captioner.config import load_config_file
+    from captioner.training.recipe import stage_configs
+
+    base = load_config_file(recipe)
+    stages = base.pop("stages")
+    export = base.pop("export")
+    configs = stage_configs({**base, "data": "DATA"}, stages, tmp_path, str(recipe))
+    assert export["name"] == recipe.stem and export["checkpoint"] in ("best", "last")
+    for (_, prev), (_, cfg) in zip(configs, configs[1:]):
+        assert cfg.init_from == str(Path(prev.out) / "best.safetensors")

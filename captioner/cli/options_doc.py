@@ -49,7 +49,7 @@ def options_markdown() -> str:
                                 "|---|---|---|---|", *rows]) + "\n")
     rows = [f"| `{o.key}` | `{default_text(o.default)}` | {_cell(o.help)} |" for o in file_only_options()]
     parts.append("\n".join(["## config-file keys without a flag", "",
-                            "Details of the architecture that a recipe may set, and that older checkpoints record.", "",
+                            "Details a recipe may set (of the architecture, which older checkpoints record, or of training), with no command-line flag.", "",
                             "| config key | default | description |", "|---|---|---|", *rows]) + "\n")
     return "\n".join(parts)
 

@@ -62,19 +62,23 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: 
     write_bytes(path, save(tensors, metadata={**meta, DIGEST_KEY: sha}))
 
 
-def check_digest(path: Path, meta: dict[str, str]) -> bool:
+def tensor_sha256(path: Path) -> str:
+    """SHA-256 of the file's tensor bytes: one hashlib call over the mapped file, which runs without the GIL."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        with memoryview(mapped) as view, _tensor_region(view) as region:
+            return hashlib.sha256(region).hexdigest()
+
+
+def check_digest(path: Path, meta: dict[str, str], actual: Future | None = None) -> bool:
     """Whether the file's tensor bytes match the checksum saved with them (False: a file with no checksum,
-    which gets a one-line note); a mismatch is a CheckpointError that says what to do. One hashlib call over
-    the mapped file: it runs without the GIL, so it can overlap building the model."""
+    which gets a one-line note); a mismatch is a CheckpointError that says what to do. ``actual``: the
+    hash already being computed (started before the file was read, so that it overlaps the reading)."""
     want = meta.get(DIGEST_KEY)
     if want is None:
         warnings.warn(f"{path} carries no checksum (an older captioner wrote it), so damage to it cannot be "
                       "detected; export it again to add one", stacklevel=3)
         return False
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        with memoryview(mapped) as view, _tensor_region(view) as region:
-            ok = hashlib.sha256(region).hexdigest() == want
-    if not ok:
+    if (actual.result() if actual is not None else tensor_sha256(path)) != want:
         raise CheckpointError(f"{path}: its tensors do not match the checksum saved with them: the file is damaged; "
                               "export or download it again (a shipped model: reinstall captioner)")
     return True
@@ -113,6 +117,7 @@ def read_checkpoint(path: str | Path, checks: list[Future] | None = None,
     if not _looks_like_safetensors(p) and _looks_like_pickle(p):
         raise CheckpointError(f"{p}: is a pickle or torch.save file, which can run code when loaded; captioner "
                               "only loads .safetensors checkpoints (save with captioner.model.checkpoint.save_checkpoint)")
+    hashing = _CHECKER.submit(tensor_sha256, p) if checks is not None else None  # overlaps the reading
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
@@ -125,7 +130,7 @@ def read_checkpoint(path: str | Path, checks: list[Future] | None = None,
     if checks is None:
         check_digest(p, meta)
     else:
-        checks.append(_CHECKER.submit(check_digest, p, meta))
+        checks.append(_CHECKER.submit(check_digest, p, meta, hashing))
     if meta.get("version") != str(VERSION):
         raise CheckpointError(f"{p}: checkpoint format version {meta.get('version')} is not supported "
                               f"(this captioner reads version {VERSION}); upgrade captioner")

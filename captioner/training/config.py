@@ -62,9 +62,10 @@ class TrainConfig:
     alpha_c: float = option(0.0, "weight of the doubly stochastic attention penalty, which pushes each cell's "
                             "attention summed over the words towards 1 (the paper: 1; 0: off, see BENCHMARKS.md)", ATTENTION)
     instances: str | None = option(None, "COCO instances JSON of the training images: supervise attention with the "
-                                   "boxes of the categories the words name", ATTENTION)
-    box_weight: float = option(1.0, "with --instances: weight of the box loss -sum gamma log alpha, gamma uniform "
-                               "over the cells the named category's boxes cover", ATTENTION)
+                                   "boxes of the categories the words name (config file only: no shipped recipe uses it)", ATTENTION,
+                                   flag=False)
+    box_weight: float = option(1.0, "with instances: weight of the box loss -sum gamma log alpha, gamma uniform "
+                               "over the cells the named category's boxes cover", ATTENTION, flag=False)
     label_smoothing: float = option(0.0, "label smoothing eps: cross-entropy against (1 - eps) one-hot + eps "
                                     "uniform (0: plain cross-entropy)", OPTIMISATION)
     hard_estimator: str = option("paper", "hard attention: what REINFORCE rewards a sampled location with: paper "
