@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
@@ -86,7 +87,9 @@ def test_explain_checks_every_content_word_against_random_cells(tiny_checkpoint,
     out = tmp_path / "explain.html"
     assert cli_main(["explain", str(PHOTO), "--model", str(tiny_checkpoint), "--beam", "1", "--json",
                      "--html", str(out), "--cells", "1"]) == 0
-    report = json.loads(capsys.readouterr().out)[0]
+    reports = json.loads(capsys.readouterr().out)
+    jsonschema.validate(reports, json.loads((Path(captioner.__file__).parent / "schema" / "explain.schema.json").read_text()))
+    report = reports[0]
     model = captioner.load_model(str(tiny_checkpoint))
     assert report["caption"] == model.caption(PHOTO, beam=1).caption and report["cells"] == 1
     from captioner.evaluation.deletion import is_content_word
