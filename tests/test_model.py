@@ -205,3 +205,27 @@ def test_rows_reading_their_images_grid_in_place_match_rows_with_a_copy_each(sco
     torch.testing.assert_close(grouped.first(2).context(alpha[:2]), copied.first(2).context(alpha[:2]))
     h0, _ = dec.init_state(grouped)
     torch.testing.assert_close(h0, dec.init_state(copied)[0])
+
+
+def test_glimpse_reads_each_cells_neighbourhood_but_scores_the_cell_alone():
+    """glimpse 3: a cell's value is the mean of the cells around it (inside the grid), its key is its own."""
+    feats = batch(B=2)[0]
+    torch.manual_seed(0)
+    plain = Decoder(cfg(glimpse=1)).eval()
+    torch.manual_seed(0)
+    wide = Decoder(cfg(glimpse=3)).eval()
+    one, three = plain.memory(feats), wide.memory(feats)
+    assert torch.equal(one.keys, three.keys)
+    grid = one.ann.view(2, G, G, -1)
+    assert torch.allclose(three.ann[:, 0], grid[:, :2, :2].mean((1, 2)), atol=1e-6)  # a corner: its 4 cells
+    assert torch.allclose(three.ann[:, 4], grid.mean((1, 2)), atol=1e-6)  # the centre of 3 x 3: all 9
+
+
+def test_glimpse_auto_depends_on_the_grid_and_bad_values_are_errors():
+    from captioner.errors import ConfigError
+
+    assert ModelConfig().validate().glimpse == 3  # the 14 x 14 grid
+    assert ModelConfig(features="head", grid=7).validate().glimpse == 1
+    for bad in (2, -1, 9):
+        with pytest.raises(ConfigError, match="glimpse"):
+            ModelConfig(features="head", grid=7, glimpse=bad).validate()

@@ -54,6 +54,12 @@ class ModelConfig:
                             ATTENTION, flag=False)
     word_query: bool = option(True, "attention queries with the previous LSTM state plus the word just read "
                               "(off: the state alone)", ATTENTION, flag=False)
+    # values are read over a neighbourhood, keys per cell: a stride-16 cell beside a flat object sees its outline,
+    # so with glimpse 1 the peak often sat on that cell rather than on the object (docs/attention.md)
+    glimpse: int = option(0, "side (odd, in cells) of the neighbourhood each cell's context is averaged over; the "
+                          "score still looks at each cell alone, so attention can point at an object's own cells "
+                          "while reading its outline from the cells around: 0 (auto) = 3 on grids of 10 or more "
+                          "cells, else 1 (the cell alone)", ATTENTION, flag=False)
     sentinel: bool = option(False, "visual sentinel (Lu et al. 2017): a word may attend to a non-visual slot "
                             "instead of the image", ATTENTION)
     vocab_size: int = option(0, "words in the vocabulary; filled in from the training data", MODEL, filled=True)
@@ -81,13 +87,19 @@ class ModelConfig:
         for name in ("grid", "embed_dim", "hidden_dim", "attention_dim", "proj_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.glimpse == 0:
+            self.glimpse = 3 if self.grid >= 10 else 1
+        if self.glimpse < 1 or self.glimpse % 2 == 0 or self.glimpse > self.grid:
+            raise ConfigError(f"glimpse must be an odd number of cells from 1 to the grid's {self.grid} "
+                              f"(0: auto), got {self.glimpse}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         return self
 
 
 # what a checkpoint written before a field existed meant by its absence (the model it was trained as)
-MODEL_BEFORE_FIELDS = {"features": "head", "position": False, "word_query": False, "sentinel": False, "fine_dim": 0}
+MODEL_BEFORE_FIELDS = {"features": "head", "position": False, "word_query": False, "sentinel": False, "fine_dim": 0,
+                       "glimpse": 1}
 
 
 def upgrade_config(raw: dict[str, Any]) -> dict[str, Any]:

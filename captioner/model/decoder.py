@@ -198,7 +198,13 @@ class Decoder(nn.Module):
             g = self.cfg.grid
             pos = (self.position_rows.unsqueeze(1) + self.position_cols.unsqueeze(0)).reshape(g * g, -1)
             ann = ann + pos.to(ann.dtype)  # stays bf16 under autocast: no per-step casts of the whole grid
-        return Memory(ann, self.attention.keys(ann))
+        keys = self.attention.keys(ann)
+        k = self.cfg.glimpse
+        if k > 1:  # each cell's value: the mean of its k x k neighbourhood (inside the image); its key stays its own
+            g, (B, L, P) = self.cfg.grid, ann.shape
+            grid = ann.transpose(1, 2).reshape(B, P, g, g)
+            ann = F.avg_pool2d(grid, k, 1, k // 2, count_include_pad=False).reshape(B, P, L).transpose(1, 2).contiguous()
+        return Memory(ann, keys)
 
     def init_state(self, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """h_0, c_0 of each row from the mean annotation of its image, as in the paper."""
