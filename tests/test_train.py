@@ -34,7 +34,8 @@ def test_training_writes_logs_curves_and_checkpoints(shapes, tmp_path):
     assert model.caption(Path(shapes / "images" / "val").glob("*.jpg").__next__(), beam=2).words
 
 
-@pytest.mark.parametrize("extra", [dict(hard_estimator="token"), dict(hard_estimator="token", location_samples=3)])
+@pytest.mark.parametrize("extra", [dict(hard_estimator="token", location_samples=1),
+                                   dict(hard_estimator="token", location_samples=3)])
 def test_every_hard_estimator_trains_and_keeps_its_baselines(shapes, tmp_path, extra):
     result = train_main(make_cfg(shapes, tmp_path / "run", **extra))
     rows = result["history"]
