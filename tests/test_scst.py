@@ -111,6 +111,18 @@ def test_equal_rewards_teach_nothing():
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in dec.parameters())
 
 
+def test_leave_one_out_baseline_by_hand_on_two_samples():
+    """Two samples of one image, rewards 0.9 and 0.3: advantages +0.6 and -0.6 (each against the other's
+    reward), so the policy term is -(0.6 log p1 - 0.6 log p2) / tokens."""
+    dec, vocab, feats = _model()
+    s = sample_captions(dec, feats[:1], vocab, per_image=2, max_len=6, generator=torch.Generator().manual_seed(0))
+    terms = scst_loss(s, torch.tensor([0.9, 0.3]))
+    lp = s.log_prob.detach()
+    by_hand = -(0.6 * lp[0] - 0.6 * lp[1]) / s.lengths.sum().float()
+    assert terms.policy == pytest.approx(float(by_hand), rel=1e-4)  # float32 rewards
+    assert terms.reward == pytest.approx(0.6)
+
+
 def test_rewarded_sample_becomes_more_likely():
     dec, vocab, feats = _model()
     feats = feats[:1]
