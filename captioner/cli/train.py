@@ -129,8 +129,8 @@ def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     return run_opts, model_opts
 
 
-def _layers(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Defaults < the config file (without its stages) < flags, as a plain dict; and the file itself."""
+def _layers(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], tuple[dict[str, Any], dict[str, Any]]]:
+    """Defaults < the config file (without its stages) < flags, as a plain dict; the file itself; the flags."""
     data: dict[str, Any] = to_dict(TrainConfig())
     file_data = load_config_file(args.config) if getattr(args, "config", None) else {}
     base = {k: v for k, v in file_data.items() if k not in ("stages", "export")}
@@ -141,7 +141,7 @@ def _layers(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     run_opts, model_opts = _flags(args)
     data.update(run_opts)
     data["model"].update(model_opts)
-    return data, file_data
+    return data, file_data, (run_opts, model_opts)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -152,9 +152,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from ..training.loop import main
 
-    data, file_data = _layers(args)
+    data, file_data, flags = _layers(args)
     if "stages" in file_data:
-        return _run_recipe(args, data, file_data)
+        return _run_recipe(args, data, file_data, flags)
     result = main(from_dict(TrainConfig, data), resume=args.resume, overwrite=args.overwrite)
     if result["interrupted"]:
         return 130
@@ -162,12 +162,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_recipe(args: argparse.Namespace, data: dict[str, Any], file_data: dict[str, Any]) -> int:
+def _run_recipe(args: argparse.Namespace, data: dict[str, Any], file_data: dict[str, Any],
+                flags: tuple[dict[str, Any], dict[str, Any]]) -> int:
     """A config file with ``stages``: each stage in turn (see captioner.training.recipe); flags override every stage."""
     from ..training.loop import main
     from ..training.recipe import run_recipe, stage_configs
 
-    run_opts, model_opts = _flags(args)
+    run_opts, model_opts = flags
     stages = [{**stage, **run_opts, "model": {**(stage.get("model") or {}), **model_opts}}
               if isinstance(stage, dict) else stage for stage in file_data["stages"]]
     out = Path(data["out"])

@@ -76,7 +76,6 @@ def run_recipe(configs: list[tuple[str, TrainConfig]], out: Path, export: Mappin
         write_json(record_path, record, indent=2)
     if export:
         record["export"] = _export(configs[-1][1], out, export)
-        write_json(record_path, record, indent=2)
     record["total_seconds"] = round(sum(s["seconds"] for s in record["stages"].values()), 1)
     write_json(record_path, record, indent=2)
     return {**result, "recipe": record, "out": str(out)}
